@@ -1,0 +1,31 @@
+# Two entry points for a fresh machine: `make repro` runs the pipeline, `make test` runs the tests.
+# Both create .venv and install the pinned requirements on first use; later calls reuse them.
+VENV := .venv
+PY := $(VENV)/bin/python
+export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
+# Keep every tool's files inside the project and off the network.
+export DVC_SITE_CACHE_DIR := $(CURDIR)/.cache/dvc
+export DVC_GLOBAL_CONFIG_DIR := $(CURDIR)/.cache/dvc-global
+export DVC_NO_ANALYTICS := 1
+export MPLCONFIGDIR := $(CURDIR)/.cache/matplotlib
+export YOLO_CONFIG_DIR := $(CURDIR)/.cache/ultralytics
+
+.PHONY: setup repro test lint paper
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: requirements.txt pyproject.toml
+	python3 -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r requirements.txt
+	$(PY) -m pip install --quiet --no-deps -e .
+	touch $@
+
+repro: setup
+	dvc repro
+
+lint: setup
+	ruff check .
+	ruff format --check .
+
+test: lint
+	pytest

@@ -1,0 +1,74 @@
+"""Atomic output writing and small file helpers.
+
+Every stage writes through these helpers: the content goes to a temporary sibling
+(`<name>.partial`, ignored by DVC) and is moved into place only when complete, so a
+stage killed at any moment leaves either the old output or none, never half a file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pandas as pd
+import yaml
+
+
+def _partial(path: Path) -> Path:
+    return path.with_name(path.name + ".partial")
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary path to write a file *or directory* to; move it to `path` on success."""
+    path = Path(path)
+    tmp = _partial(path)
+    _remove(tmp)
+    tmp.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        yield tmp
+    except BaseException:
+        _remove(tmp)
+        raise
+    _remove(path)
+    tmp.replace(path)
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    elif path.exists() or path.is_symlink():
+        path.unlink()
+
+
+def write_json(path: str | os.PathLike, obj) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(obj, indent=2, sort_keys=False) + "\n")
+
+
+def read_json(path: str | os.PathLike):
+    return json.loads(Path(path).read_text())
+
+
+def write_csv(path: str | os.PathLike, frame: pd.DataFrame) -> None:
+    with atomic_path(path) as tmp:
+        frame.to_csv(tmp, index=False, lineterminator="\n")
+
+
+def load_params(path: str | os.PathLike = "params.yaml") -> dict:
+    """Read the pipeline parameters (the whole `params.yaml`)."""
+    with open(path) as f:
+        return yaml.safe_load(f)
+
+
+def check_excluded(excluded: int, total: int, max_share: float, what: str) -> None:
+    """Stop the run when more than `max_share` of `total` items had to be excluded."""
+    if total and excluded / total > max_share:
+        raise SystemExit(
+            f"error: {excluded} of {total} {what} excluded ({excluded / total:.1%}), more than "
+            f"data.max_excluded = {max_share:.1%}; see the stage's report for the files and reasons"
+        )
