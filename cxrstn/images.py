@@ -1,0 +1,211 @@
+"""Image IO for every source format, resizing, square crops and the image store.
+
+The image store is how later stages read images fast: one directory holding
+`images.npy` (uint8, N x S x S, opened as a memory map) and `index.csv` (`path, row`),
+where `path` is the image's dataset-relative key (for CheXpert the CSV's `Path`).
+`cxrstn show` exports any stored image as PNG.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pandas as pd
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from cxrstn.io import atomic_path
+
+MIN_SIDE = 32
+"""Smallest usable image side in pixels; anything smaller is an icon or a broken export."""
+
+
+class ImageError(ValueError):
+    """An image that cannot be used; the message names the file and the problem."""
+
+
+def read_image(path: str | os.PathLike) -> np.ndarray:
+    """Decode any supported radiograph file to a uint8 2-D grayscale array (bone bright).
+
+    Formats: anything PIL reads (JPEG with its EXIF orientation applied, PNG in 8-bit,
+    16-bit, palette, RGB(A) or LA form, GIF masks), raw JSRT `.IMG` and DICOM `.dcm`.
+    Colour and palette images are converted to luminance. Images deeper than 8 bits are
+    scaled to 0-255 by the bit depth their maximum value needs (see `_scale_bit_depth`);
+    DICOM goes through its modality and VOI LUTs and is min-max scaled, MONOCHROME1 inverted.
+
+    Raises ImageError ("<path>: <reason>") for a missing, empty, unreadable, truncated or
+    unsupported file and for an image under MIN_SIDE pixels on a side.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ImageError(f"{path}: file not found")
+    if path.stat().st_size == 0:
+        raise ImageError(f"{path}: empty file (0 bytes)")
+    suffix = path.suffix.lower()
+    if suffix == ".img":
+        from cxrstn.sources import jsrt  # lazy: the sources package imports this module
+
+        image = jsrt.to_display(jsrt.read_img(path))
+    elif suffix == ".dcm":
+        image = _read_dicom(path)
+    else:
+        image = _read_pil(path)
+    height, width = image.shape
+    if min(height, width) < MIN_SIDE:
+        raise ImageError(f"{path}: too small ({width}x{height} px, at least {MIN_SIDE} a side)")
+    return image
+
+
+def _read_pil(path: Path) -> np.ndarray:
+    try:
+        with Image.open(path) as image:
+            image.load()  # decode everything now, so a truncated file fails here
+            ImageOps.exif_transpose(image, in_place=True)
+            if image.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
+                return _scale_bit_depth(np.asarray(image), path)
+            if image.mode == "F":
+                raise ImageError(f"{path}: unsupported pixel format (32-bit float)")
+            return np.asarray(image.convert("L"))
+    except ImageError:
+        raise
+    except UnidentifiedImageError as error:
+        raise ImageError(f"{path}: not a recognised image format") from error
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as error:
+        raise ImageError(f"{path}: corrupt or truncated image ({error})") from error
+
+
+def _scale_bit_depth(values: np.ndarray, path: Path) -> np.ndarray:
+    """Map integer pixels of a >8-bit image to 0-255 by the bit depth of their maximum.
+
+    Radiographs are often 10-14-bit values stored in 16-bit words, so `>> 8` would leave a
+    12-bit image nearly black. The depth is the number of bits the largest value needs
+    (at least 8): a 12-bit image maps 0..4095 to 0..255, a full 16-bit one 0..65535. Unlike
+    a per-image min-max stretch, this keeps a dark image dark and does not amplify the
+    noise of a nearly flat one. Values at most 255 pass unchanged.
+    """
+    if values.min() < 0:
+        raise ImageError(f"{path}: negative pixel values")
+    values = values.astype(np.uint32)
+    top = (1 << max(8, int(values.max()).bit_length())) - 1
+    return ((values * 255 + top // 2) // top).astype(np.uint8)
+
+
+def _read_dicom(path: Path) -> np.ndarray:
+    import pydicom  # lazy: only DICOM input needs it
+    from pydicom.pixels import apply_modality_lut, apply_voi_lut
+
+    try:
+        dataset = pydicom.dcmread(path)
+    except (pydicom.errors.InvalidDicomError, OSError, ValueError, EOFError) as error:
+        raise ImageError(f"{path}: not a readable DICOM file ({error})") from error
+    if "PixelData" not in dataset:
+        raise ImageError(f"{path}: DICOM file has no pixel data")
+    try:
+        values = dataset.pixel_array
+    except Exception as error:  # pydicom raises several types for undecodable pixel data
+        raise ImageError(f"{path}: cannot decode DICOM pixel data ({error})") from error
+    if dataset.get("SamplesPerPixel", 1) != 1 or values.ndim != 2:
+        raise ImageError(f"{path}: expected one grayscale frame, got pixel array {values.shape}")
+    values = apply_voi_lut(apply_modality_lut(values, dataset), dataset).astype(np.float64)
+    low, high = values.min(), values.max()
+    scaled = (values - low) * (255 / (high - low)) if high > low else np.zeros_like(values)
+    image = np.rint(scaled).astype(np.uint8)
+    if dataset.get("PhotometricInterpretation") == "MONOCHROME1":  # low values are bright
+        image = 255 - image
+    return image
+
+
+def resize_square(image: np.ndarray, size: int) -> np.ndarray:
+    """Resize a uint8 2-D image to size x size without keeping the aspect, as the paper does.
+
+    Area averaging when no side grows (it does not alias when shrinking); bilinear otherwise.
+    """
+    if image.ndim != 2 or image.dtype != np.uint8:
+        raise ValueError(f"expected a uint8 2-D image, got {image.dtype} {image.shape}")
+    height, width = image.shape
+    shrinking = height >= size and width >= size
+    interpolation = cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR
+    return cv2.resize(image, (size, size), interpolation=interpolation)
+
+
+class ImageStore:
+    """Read-only view of a stored set of equally sized square grayscale images."""
+
+    def __init__(self, directory: str | os.PathLike):
+        directory = Path(directory)
+        index = pd.read_csv(directory / "index.csv")
+        self.directory = directory
+        self.paths: list[str] = index["path"].tolist()
+        self.rows: dict[str, int] = dict(zip(index["path"], index["row"], strict=True))
+        self.array = np.load(directory / "images.npy", mmap_mode="r")
+
+    @property
+    def size(self) -> int:
+        return int(self.array.shape[1])
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __contains__(self, path: str) -> bool:
+        return path in self.rows
+
+    def __getitem__(self, path: str) -> np.ndarray:
+        return np.asarray(self.array[self.rows[path]])
+
+
+def write_store(
+    directory: str | os.PathLike,
+    paths: list[str],
+    images: Iterable[np.ndarray | None],
+    size: int,
+) -> int:
+    """Write `images` (in the order of `paths`, each uint8 size x size) as an image store.
+
+    An image given as None is left out (its row stays unused and its path is not
+    indexed): callers exclude unreadable images this way without a second pass. The
+    store is built under a temporary name and moved into place when complete. Returns
+    the number of images stored.
+    """
+    with atomic_path(directory) as tmp:
+        tmp.mkdir(parents=True)
+        array = np.lib.format.open_memmap(
+            tmp / "images.npy", mode="w+", dtype=np.uint8, shape=(len(paths), size, size)
+        )
+        kept: list[tuple[str, int]] = []
+        seen = 0
+        for row, image in enumerate(images):
+            seen += 1
+            if image is None:
+                continue
+            if image.shape != (size, size) or image.dtype != np.uint8:
+                raise ValueError(
+                    f"{paths[row]}: expected uint8 {size}x{size}, got {image.dtype} {image.shape}"
+                )
+            array[row] = image
+            kept.append((paths[row], row))
+        if seen != len(paths):
+            raise ValueError(f"image store got {seen} images for {len(paths)} paths")
+        array.flush()
+        del array
+        pd.DataFrame(kept, columns=["path", "row"]).to_csv(
+            tmp / "index.csv", index=False, lineterminator="\n"
+        )
+    return len(kept)
+
+
+def square_box(
+    x0: float, y0: float, x1: float, y1: float, width: int, height: int
+) -> tuple[int, int, int, int]:
+    """The square of side max(box width, box height) centred on the box, in pixel coordinates.
+
+    At the image border the square is shifted inwards so that it stays whole inside the
+    image (no padding, no distortion); a square larger than the image is clipped to it.
+    """
+    side = min(round(max(x1 - x0, y1 - y0)), width, height)
+    cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
+    left = int(round(min(max(cx - side / 2, 0), width - side)))
+    top = int(round(min(max(cy - side / 2, 0), height - side)))
+    return left, top, left + side, top + side
