@@ -1,0 +1,102 @@
+"""Provenance of a report: commit, library versions, device and parameter differences."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import json
+import os
+import platform
+import subprocess
+from pathlib import Path
+
+import yaml
+
+
+def flatten(record, prefix: str = "") -> list[tuple[str, str]]:
+    """Nested dict/list as (dotted key, value) pairs, for showing any stage's json."""
+    if isinstance(record, dict):
+        pairs = []
+        for key, value in record.items():
+            pairs += flatten(value, f"{prefix}.{key}" if prefix else str(key))
+        return pairs
+    if isinstance(record, list) and any(isinstance(v, dict | list) for v in record):
+        pairs = []
+        for index, value in enumerate(record):
+            pairs += flatten(value, f"{prefix}[{index}]")
+        return pairs
+    return [(prefix, json.dumps(record) if isinstance(record, list) else str(record))]
+
+
+def git_commit(root: str | os.PathLike = ".") -> str:
+    """HEAD's commit, marked when the tree has changes; a readable note without git."""
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=root,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown (no git, or no commit yet)"
+    return commit + (" with uncommitted changes" if dirty else "")
+
+
+def library_versions() -> list[tuple[str, str]]:
+    """Versions of the libraries the results depend on (from package metadata)."""
+    wanted = {
+        "torch": ("torch",),
+        "torchvision": ("torchvision",),
+        "ultralytics": ("ultralytics", "ultralytics-opencv-headless"),
+        "scikit-learn": ("scikit-learn",),
+        "numpy": ("numpy",),
+        "pandas": ("pandas",),
+        "matplotlib": ("matplotlib",),
+        "dvc": ("dvc",),
+        "dvclive": ("dvclive",),
+    }
+    rows = [("python", platform.python_version())]
+    for name, distributions in wanted.items():
+        version = "not installed"
+        for distribution in distributions:
+            try:
+                version = importlib.metadata.version(distribution)
+                break
+            except importlib.metadata.PackageNotFoundError:
+                continue
+        rows.append((name, version))
+    return rows
+
+
+def device_description(train_device: str) -> str:
+    """The machine the report was made on and the training device setting."""
+    import torch
+
+    if torch.cuda.is_available():
+        accelerator = f"CUDA: {torch.cuda.get_device_name(0)}"
+    elif torch.backends.mps.is_available():
+        accelerator = "Apple MPS"
+    else:
+        accelerator = "no GPU"
+    return (
+        f"train.device: {train_device}; this machine: {platform.machine()}, "
+        f"{os.cpu_count()} CPU cores, {accelerator}"
+    )
+
+
+def params_differences(params: dict, other_path: str | os.PathLike) -> list | None:
+    """(key, ours, theirs) for every leaf that differs from another params file, or None."""
+    other_path = Path(other_path)
+    if not other_path.is_file():
+        return None
+    ours = dict(flatten(params))
+    theirs = dict(flatten(yaml.safe_load(other_path.read_text())))
+    keys = sorted(set(ours) | set(theirs))
+    return [
+        (key, ours.get(key, "—"), theirs.get(key, "—"))
+        for key in keys
+        if ours.get(key) != theirs.get(key)
+    ]

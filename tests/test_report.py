@@ -1,0 +1,416 @@
+"""The evaluate and report stages end to end on a tiny hand-built project.
+
+`build_project` writes every input the two stages read (labels, image stores, folds,
+runs with predictions, metrics.json and dvclive logs, stage json files), so the tests
+check the numbers against scikit-learn and the outputs a user opens.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import runpy
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+from sklearn.metrics import average_precision_score, roc_auc_score
+
+from cxrstn.cost import cost_rows
+from cxrstn.figures import GRID, mean_pr, stn_output, stn_window
+from cxrstn.images import write_store
+from cxrstn.provenance import flatten, git_commit, params_differences
+from cxrstn.report import table2_markdown
+from cxrstn.sources.chexpert import FINDINGS
+
+ROOT = Path(__file__).resolve().parents[1]
+SETTINGS = ("baseline", "yolo", "stn")
+
+
+def _write_json(path: Path, record: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(record))
+
+
+def build_project(
+    root: Path,
+    with_yolo: bool = True,
+    n_folds: int = 3,
+    n_patients: int = 18,
+    size: int = 64,
+    seed: int = 0,
+) -> None:
+    """A project folder holding every input of evaluate and report, with random scores."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for patient in range(n_patients):
+        for view in (1, 2):
+            label = int(rng.random() < 0.7)
+            findings = np.zeros(len(FINDINGS), dtype=int)
+            if label:
+                findings[rng.choice(len(FINDINGS), size=rng.integers(1, 3), replace=False)] = 1
+            path = f"CheXpert-v1.0-small/train/patient{patient:05d}/study1/view{view}_frontal.jpg"
+            rows.append([path, f"patient{patient:05d}", 1, label, *findings])
+    labels = pd.DataFrame(rows, columns=["path", "patient", "study", "label", *FINDINGS])
+    (root / "data").mkdir(parents=True)
+    labels.to_csv(root / "data/labels.csv", index=False)
+    fold_of = labels["patient"].str[-5:].astype(int) % n_folds
+    labels[["path", "patient", "label"]].assign(fold=fold_of).to_csv(
+        root / "data/folds.csv", index=False
+    )
+    yy, xx = np.mgrid[0:size, 0:size]
+    thorax = ((xx - size / 2) / (0.35 * size)) ** 2 + ((yy - size / 2) / (0.3 * size)) ** 2 < 1
+    images = [np.where(thorax, 90, 200).astype(np.uint8) + i % 40 for i in range(len(labels))]
+    write_store(root / "data/resized", labels["path"].tolist(), iter(images), size)
+
+    settings = SETTINGS if with_yolo else ("baseline", "stn")
+    for setting in settings:
+        for fold in range(n_folds):
+            split = np.where(
+                fold_of == fold, "test", np.where(fold_of == (fold + 1) % n_folds, "val", "")
+            )
+            frame = labels.loc[split != "", ["path", "label"]].assign(split=split[split != ""])
+            noise = rng.normal(0, 0.25, len(frame))
+            frame["score"] = np.round(np.clip(0.35 + 0.3 * frame["label"] + noise, 0, 1), 2)
+            if setting == "stn":
+                frame = frame.assign(sx=0.8, sy=0.6, tx=0.05, ty=0.1)
+            run = root / "reports/runs" / setting / f"fold{fold}"
+            run.mkdir(parents=True)
+            frame.to_csv(run / "predictions.csv", index=False)
+            metrics = {
+                "best_epoch": 2,
+                "val_auc": 0.8,
+                "test_auc": 0.8,
+                "n_train": 20,
+                "n_val": 12,
+                "n_test": int((split == "test").sum()),
+                "n_params": 1000,
+                "gflops_classifier": 0.5,
+                "train_seconds": 10.0,
+                "train_images_per_second": 4.0,
+            }
+            if setting == "stn":
+                metrics |= {"n_params": 1100, "gflops_st": 0.1}
+            _write_json(run / "metrics.json", metrics)
+            live = run / "live/plots/metrics"
+            for name in ("train/loss", "val/auc"):
+                tsv = live / f"{name}.tsv"
+                tsv.parent.mkdir(parents=True, exist_ok=True)
+                stem = name.split("/")[-1]
+                tsv.write_text(f"timestamp\tstep\t{stem}\n1\t0\t0.7\n2\t1\t0.6\n3\t2\t0.5\n")
+    if with_yolo:
+        box = {"x0": 0.12 * size, "y0": 0.15 * size, "x1": 0.88 * size, "y1": 0.8 * size}
+        crops = labels[["path"]].assign(**box, conf=0.95)
+        crops["status"] = np.where(np.arange(len(crops)) % 5 == 0, "dropped", "cropped")
+        crops.loc[crops["status"] == "dropped", "conf"] = 0.5
+        crops.to_csv(root / "data/crops.csv", index=False)
+        kept = crops.loc[crops["status"] == "cropped", "path"].tolist()
+        write_store(
+            root / "data/crops", kept, (np.full((size, size), 128, np.uint8) for _ in kept), size
+        )
+        _write_json(
+            root / "reports/detector.json",
+            {
+                "map50": 0.99,
+                "map50_95": 0.8,
+                "precision": 0.97,
+                "recall": 0.96,
+                "n_params": 2500000,
+                "gflops": 7.2,
+                "train_seconds": 400.0,
+            },
+        )
+        _write_json(
+            root / "reports/crop.json",
+            {"images": len(crops), "cropped": len(kept), "seconds": 30.0},
+        )
+    _write_json(
+        root / "reports/labels.json",
+        {"normal": 10, "abnormal": 26, "excluded": {"not PA": 3, "neither": 1}},
+    )
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    params["split"]["folds"] = n_folds
+    params.setdefault("report", {})["roi_examples"] = 4
+    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+
+
+def run_stage(name: str, root: Path, monkeypatch) -> None:
+    monkeypatch.chdir(root)
+    runpy.run_path(str(ROOT / "stages" / f"{name}.py"), run_name="__main__")
+
+
+def set_params(root: Path, section: str, key: str, value) -> None:
+    params = yaml.safe_load((root / "params.yaml").read_text())
+    params[section][key] = value
+    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+
+
+def brute_force_rates(labels: np.ndarray, scores: np.ndarray, threshold: float) -> dict:
+    called = scores >= threshold
+    counts = {
+        "tp_rate": called & (labels == 1),
+        "fp_rate": called & (labels == 0),
+        "tn_rate": ~called & (labels == 0),
+        "fn_rate": ~called & (labels == 1),
+    }
+    rates = {name: 100 * mask.mean() for name, mask in counts.items()}
+    rates["precision"] = 100 * labels[called].mean()
+    return rates
+
+
+def brute_force_threshold(labels: np.ndarray, scores: np.ndarray, recall: float) -> float:
+    """The largest candidate score whose 'score >= t' recall reaches the target."""
+    best = -np.inf
+    for t in np.unique(scores):
+        if np.mean(scores[labels == 1] >= t) >= recall:
+            best = max(best, t)
+    return best
+
+
+def expected_metrics(root: Path, settings, n_folds: int, recall: float, mode: str) -> dict:
+    """metrics.json recomputed from the predictions with scikit-learn and brute force."""
+    expected = {}
+    for setting in settings:
+        per_fold = []
+        for fold in range(n_folds):
+            frame = pd.read_csv(root / f"reports/runs/{setting}/fold{fold}/predictions.csv")
+            test, chosen = frame[frame["split"] == "test"], frame[frame["split"] == mode]
+            y, s = test["label"].to_numpy(), test["score"].to_numpy()
+            t = brute_force_threshold(
+                chosen["label"].to_numpy(), chosen["score"].to_numpy(), recall
+            )
+            per_fold.append(
+                {
+                    "auc": 100 * roc_auc_score(y, s),
+                    "pr_auc": 100 * average_precision_score(y, s),
+                    **brute_force_rates(y, s, t),
+                }
+            )
+        expected[setting] = {
+            name: {
+                "mean": np.mean([f[name] for f in per_fold]),
+                "std": np.std([f[name] for f in per_fold]),
+            }
+            for name in per_fold[0]
+        }
+    return expected
+
+
+def assert_close(actual: dict, expected: dict) -> None:
+    assert set(actual) == set(expected)
+    for setting, metrics in expected.items():
+        assert set(actual[setting]) == set(metrics)
+        for name, stats in metrics.items():
+            for key in ("mean", "std"):
+                assert actual[setting][name][key] == pytest.approx(stats[key], abs=1e-4), (
+                    setting,
+                    name,
+                    key,
+                )
+
+
+@pytest.fixture
+def project(tmp_path):
+    build_project(tmp_path)
+    return tmp_path
+
+
+def test_evaluate_matches_sklearn_and_brute_force(project, monkeypatch):
+    run_stage("evaluate", project, monkeypatch)
+    metrics = json.loads((project / "reports/metrics.json").read_text())
+    assert_close(metrics, expected_metrics(project, SETTINGS, 3, 0.95, "test"))
+    folds = pd.read_csv(project / "reports/eval/folds.csv")
+    assert len(folds) == 3 * 3 * 2
+    rates = folds[["tp_rate", "fp_rate", "tn_rate", "fn_rate"]].sum(axis=1)
+    assert rates.to_numpy() == pytest.approx(100.0)
+    assert (folds.loc[folds["threshold_on"] == "test", "recall"] >= 95).all()
+
+
+def test_mean_pr_curve_at_the_operating_recall_is_the_mean_operating_precision(
+    project, monkeypatch
+):
+    run_stage("evaluate", project, monkeypatch)
+    pr = pd.read_csv(project / "reports/eval/pr.csv")
+    metrics = json.loads((project / "reports/metrics.json").read_text())
+    at_95 = int(np.flatnonzero(GRID == 95.0)[0])
+    for setting in SETTINGS:
+        mean = mean_pr(pr[pr["setting"] == setting])[at_95]
+        assert mean == pytest.approx(metrics[setting]["precision"]["mean"], abs=1e-4)
+
+
+def test_threshold_on_val_is_used_for_metrics_json(project, monkeypatch):
+    set_params(project, "eval", "threshold_on", "val")
+    run_stage("evaluate", project, monkeypatch)
+    metrics = json.loads((project / "reports/metrics.json").read_text())
+    assert_close(metrics, expected_metrics(project, SETTINGS, 3, 0.95, "val"))
+    on_test = expected_metrics(project, SETTINGS, 3, 0.95, "test")
+    assert any(
+        metrics[s]["fp_rate"]["mean"] != pytest.approx(on_test[s]["fp_rate"]["mean"])
+        for s in SETTINGS
+    )
+
+
+def test_missing_fold_names_the_run(project, monkeypatch):
+    (project / "reports/runs/stn/fold1/predictions.csv").unlink()
+    with pytest.raises(FileNotFoundError, match=r"stn/fold1.*run stn fold 1 is missing"):
+        run_stage("evaluate", project, monkeypatch)
+
+
+def test_run_on_the_wrong_fold_is_refused(project, monkeypatch):
+    folds = pd.read_csv(project / "data/folds.csv")
+    moved = folds.index[folds["fold"] == 0][0]
+    folds.loc[moved, "fold"] = 1
+    folds.to_csv(project / "data/folds.csv", index=False)
+    with pytest.raises(ValueError, match="run baseline fold 0: 1 test images .* not in fold 0"):
+        run_stage("evaluate", project, monkeypatch)
+
+
+def table2_values(markdown: str) -> dict:
+    """'mean ± std' cells of the first table, by row title, in the column order of settings."""
+    first_table = markdown.split("\n## ")[0]
+    values = {}
+    for line in first_table.splitlines():
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        numbers = [re.fullmatch(r"(-?[\d.]+) ± ([\d.]+)", c) for c in cells[1:]]
+        if len(cells) == 7 and numbers[0]:
+            values[cells[0]] = [(float(m[1]), float(m[2])) for m in numbers[0::2]]
+    return values
+
+
+def test_report_table_matches_metrics_and_paper(project, monkeypatch):
+    run_stage("evaluate", project, monkeypatch)
+    run_stage("report", project, monkeypatch)
+    metrics = json.loads((project / "reports/metrics.json").read_text())
+    markdown = (project / "reports/table2.md").read_text()
+    values = table2_values(markdown)
+    titles = {
+        "AUC": "auc",
+        "PR-AUC": "pr_auc",
+        "Precision": "precision",
+        "TP rate": "tp_rate",
+        "FP rate": "fp_rate",
+        "TN rate": "tn_rate",
+        "FN rate": "fn_rate",
+    }
+    for title, name in titles.items():
+        for setting, (mean, std) in zip(SETTINGS, values[title], strict=True):
+            assert mean == pytest.approx(metrics[setting][name]["mean"], abs=0.005)
+            assert std == pytest.approx(metrics[setting][name]["std"], abs=0.005)
+    assert "| AUC | " in markdown and "| 83.21 ± 0.69 |" in markdown  # the paper's baseline
+    assert "| 84.22 ± 0.70 |" in markdown  # the paper's STN
+    assert "Threshold chosen on the val fold" in markdown
+
+    page = (project / "reports/report.html").read_text()
+    assert not re.search(r"""(src|href)\s*=\s*["']?\s*(https?:)?//""", page)
+    assert "http://" not in page and "https://" not in page
+    assert page.count('src="data:image/png;base64,') == 5
+    for name in ("roc", "pr", "roi_examples", "findings", "training_curves"):
+        assert (project / f"reports/figures/{name}.png").stat().st_size > 5000
+    findings = pd.read_csv(project / "reports/findings.csv")
+    folds = pd.read_csv(project / "reports/eval/folds.csv")
+    chosen = folds[folds["threshold_on"] == "test"].groupby("setting")
+    n_tp = findings.groupby("setting")["n_tp"].first()
+    assert n_tp.sort_index().tolist() == chosen["tp"].sum().sort_index().tolist()
+
+
+def test_report_without_yolo_inputs(tmp_path, monkeypatch):
+    build_project(tmp_path, with_yolo=False)
+    run_stage("evaluate", tmp_path, monkeypatch)
+    run_stage("report", tmp_path, monkeypatch)
+    markdown = (tmp_path / "reports/table2.md").read_text()
+    assert "not run" in markdown
+    page = (tmp_path / "reports/report.html").read_text()
+    assert "reports/detector.json missing" in page
+    assert "Not present (stage not run): reports/resize.json" in page
+    assert "reports/detector.json, reports/crop.json." in page
+    assert (tmp_path / "reports/figures/roi_examples.png").stat().st_size > 5000
+
+
+def test_table2_markdown_marks_missing_setting():
+    folds = pd.DataFrame(
+        [
+            {
+                "setting": "baseline",
+                "fold": f,
+                "threshold_on": mode,
+                "auc": 80.0 + f,
+                "pr_auc": 90.0,
+                "precision": 85.0,
+                "recall": 95.0,
+                "tp_rate": 76.0,
+                "fp_rate": 14.0,
+                "tn_rate": 6.0,
+                "fn_rate": 4.0,
+                "prevalence": 80.0,
+                "threshold": 0.5,
+            }
+            for f in (0, 1)
+            for mode in ("test", "val")
+        ]
+    )
+    markdown = table2_markdown(folds, "test", 0.95, 2)
+    assert "| AUC | 80.50 ± 0.50 | 83.21 ± 0.69 | not run | 83.98 ± 0.75 | not run |" in markdown
+
+
+def test_cost_rows_add_detector_and_crop_to_yolo():
+    run_info = {
+        ("baseline", 0): {"n_params": 1000, "gflops_classifier": 0.5, "train_seconds": 10.0},
+        ("yolo", 0): {"n_params": 1000, "gflops_classifier": 0.5, "train_seconds": 12.0},
+        ("stn", 0): {
+            "n_params": 1100,
+            "gflops_classifier": 0.5,
+            "gflops_st": 0.1,
+            "train_seconds": 11.0,
+        },
+    }
+    cost = cost_rows(
+        run_info, {"n_params": 5000, "gflops": 7.0, "train_seconds": 400.0}, {"seconds": 30.0}
+    )
+    totals = {row[0]: row[2:] for row in cost["totals"][1]}
+    assert totals["Baseline"] == ["1,000", "0.50", "10 s"]
+    assert totals["Baseline with thorax detection (YOLO)"] == ["6,000", "7.50", "442 s"]
+    assert totals["Proposed STN"] == ["1,100", "0.60", "11 s"]
+    st_row = next(row for row in cost["components"][1] if row[0] == "of which the ST module")
+    assert st_row[1:3] == ["100", "0.10"]  # 1100 - 1000 parameters
+    assert cost["comparison"] == (
+        "Over the baseline, the Baseline with thorax detection (YOLO) setting adds 5,000 "
+        "parameters, 7.000 GFLOPs per image and 432 s of training; the Proposed STN setting "
+        "adds 100 parameters, 0.100 GFLOPs per image and 1 s of training (all folds)."
+    )
+    no_detector = cost_rows(run_info, None, None)
+    assert {row[0]: row[2] for row in no_detector["totals"][1]}[
+        "Baseline with thorax detection (YOLO)"
+    ] == "n/a"
+
+
+def test_stn_window_and_output():
+    image = np.arange(16 * 16, dtype=np.uint8).reshape(16, 16)
+    assert stn_window(1.0, 1.0, 0.0, 0.0, 16) == (-0.5, -0.5, 16.0, 16.0)
+    assert np.allclose(stn_output(image, 1.0, 1.0, 0.0, 0.0), image)
+    # sx = sy = 0.5 centred: output pixel i samples source pixel 3.75 + 0.5 i (the middle
+    # 8 x 8 pixels); bilinear sampling of the linear image 16 y + x is exact there
+    assert stn_window(0.5, 0.5, 0.0, 0.0, 16) == (3.5, 3.5, 8.0, 8.0)
+    source = 3.75 + 0.5 * np.arange(16)
+    assert np.allclose(stn_output(image, 0.5, 0.5, 0.0, 0.0), 16 * source[:, None] + source)
+    # tx = 0.5, sx = 0.5: the right half of the image
+    assert stn_window(0.5, 1.0, 0.5, 0.0, 16)[0] == pytest.approx(7.5)
+
+
+def test_flatten_nested_json():
+    assert flatten({"a": {"b": 1, "c": [1, 2]}, "d": [{"e": 3}]}) == [
+        ("a.b", "1"),
+        ("a.c", "[1, 2]"),
+        ("d[0].e", "3"),
+    ]
+
+
+def test_params_differences_and_no_git(tmp_path):
+    (tmp_path / "paper.yaml").write_text(
+        "classifier:\n  lr: 1.0e-05\n  epochs: 20\neval:\n  recall: 0.95\n"
+    )
+    ours = {"classifier": {"lr": 1.0e-05, "epochs": 2}, "eval": {"recall": 0.95}, "report": {}}
+    assert params_differences(ours, tmp_path / "paper.yaml") == [("classifier.epochs", "2", "20")]
+    assert params_differences(ours, tmp_path / "absent.yaml") is None
+    assert git_commit(tmp_path).startswith("unknown")
