@@ -72,3 +72,18 @@ def check_excluded(excluded: int, total: int, max_share: float, what: str) -> No
             f"error: {excluded} of {total} {what} excluded ({excluded / total:.1%}), more than "
             f"data.max_excluded = {max_share:.1%}; see the stage's report for the files and reasons"
         )
+
+
+def run_stage(main) -> None:
+    """Run a stage's `main`; bad input ends it with one line naming the file and the problem.
+
+    Readers raise ValueError/FileNotFoundError (ImageError is a ValueError) with the file
+    in the message, so the line is all a user needs. Set CXRSTN_TRACEBACK=1 for the full
+    traceback when debugging the code itself.
+    """
+    try:
+        main()
+    except (ValueError, FileNotFoundError) as error:
+        if os.environ.get("CXRSTN_TRACEBACK"):
+            raise
+        raise SystemExit(f"error: {error}") from None

@@ -1,6 +1,6 @@
 """Stage binarize: CheXpert train.csv -> data/labels.csv and reports/labels.json (Table I)."""
 
-from cxrstn.io import load_params, write_csv, write_json
+from cxrstn.io import load_params, run_stage, write_csv, write_json
 from cxrstn.labels import binarize, summary
 from cxrstn.sources import chexpert
 
@@ -20,4 +20,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_stage(main)

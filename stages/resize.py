@@ -13,7 +13,7 @@ import pandas as pd
 from tqdm import tqdm
 
 from cxrstn.images import ImageError, read_image, resize_square, write_store
-from cxrstn.io import check_excluded, load_params, write_json
+from cxrstn.io import check_excluded, load_params, run_stage, write_json
 from cxrstn.sources import chexpert
 
 
@@ -68,4 +68,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_stage(main)

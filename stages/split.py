@@ -4,7 +4,7 @@ import pandas as pd
 
 from cxrstn.folds import assign_folds
 from cxrstn.images import ImageStore
-from cxrstn.io import load_params, write_csv, write_json
+from cxrstn.io import load_params, run_stage, write_csv, write_json
 from cxrstn.sources.chexpert import FINDINGS
 
 
@@ -37,4 +37,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_stage(main)

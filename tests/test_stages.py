@@ -1,0 +1,129 @@
+"""The front stages run as users run them (`python stages/<name>.py` in a project folder),
+on a hand-made CheXpert folder with broken files in it."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+from PIL import Image
+
+from cxrstn.images import ImageStore
+from cxrstn.sources.chexpert import COLUMNS
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def make_chexpert(root: Path, n_patients: int = 12) -> Path:
+    """A CheXpert-small look-alike: one PA study per patient, 2 of 3 abnormal."""
+    base = root / "CheXpert-v1.0-small"
+    rows = []
+    rng = np.random.default_rng(0)
+    for p in range(1, n_patients + 1):
+        rel = f"CheXpert-v1.0-small/train/patient{p:05d}/study1/view1_frontal.jpg"
+        file = root / rel
+        file.parent.mkdir(parents=True)
+        Image.fromarray(rng.integers(0, 255, (60, 50), dtype=np.uint8)).save(file)
+        abnormal = p % 3 != 0
+        row = dict.fromkeys(COLUMNS, "")
+        row |= {
+            "Path": rel,
+            "Sex": "Female",
+            "Age": "40",
+            "Frontal/Lateral": "Frontal",
+            "AP/PA": "PA",
+            "No Finding": "" if abnormal else "1.0",
+            "Edema": "1.0" if abnormal else "0.0",
+        }
+        rows.append(row)
+    pd.DataFrame(rows, columns=COLUMNS).to_csv(base / "train.csv", index=False)
+    return base
+
+
+def project(tmp_path: Path, chexpert: Path, max_excluded: float = 0.5) -> Path:
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    params["data"] |= {"chexpert": str(chexpert), "max_excluded": max_excluded}
+    params["resize"] |= {"size": 32, "workers": 1}
+    params["split"]["folds"] = 3
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    return tmp_path
+
+
+def stage(name: str, cwd: Path) -> subprocess.CompletedProcess:
+    env = os.environ | {"PYTHONPATH": str(ROOT)}
+    env.pop("CXRSTN_TRACEBACK", None)
+    return subprocess.run(
+        [sys.executable, str(ROOT / "stages" / f"{name}.py")],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+
+
+def test_front_stages_exclude_broken_images_and_report_them(tmp_path):
+    chexpert = make_chexpert(tmp_path / "src")
+    train = chexpert / "train"
+    (train / "patient00001/study1/view1_frontal.jpg").write_bytes(b"")  # zero bytes
+    (train / "patient00002/study1/view1_frontal.jpg").unlink()  # missing
+    corrupt = train / "patient00004/study1/view1_frontal.jpg"
+    corrupt.write_bytes(corrupt.read_bytes()[:100])  # truncated JPEG
+    Image.new("L", (1, 1)).save(train / "patient00005/study1/view1_frontal.jpg", "JPEG")
+    sixteen = np.full((64, 64), 4000, np.uint16)  # a 16-bit PNG under a .jpg name
+    Image.fromarray(sixteen).save(train / "patient00007/study1/view1_frontal.jpg", "PNG")
+    cwd = project(tmp_path, chexpert)
+
+    for name in ("binarize", "resize", "split"):
+        result = stage(name, cwd)
+        assert result.returncode == 0, result.stderr
+
+    report = json.loads((cwd / "reports/resize.json").read_text())
+    assert (report["images"], report["stored"], report["excluded"]) == (12, 8, 4)
+    excluded = {item["path"].split("/")[2]: item["reason"] for item in report["excluded_files"]}
+    assert set(excluded) == {"patient00001", "patient00002", "patient00004", "patient00005"}
+    assert "empty" in excluded["patient00001"]
+    assert "not found" in excluded["patient00002"]
+    assert "too small" in excluded["patient00005"]
+    store = ImageStore(cwd / "data/resized")
+    assert len(store) == 8
+    assert store[next(p for p in store.paths if "patient00007" in p)].mean() > 200
+    folds = pd.read_csv(cwd / "data/folds.csv")
+    assert len(folds) == 8  # unreadable images never reach a fold
+    assert json.loads((cwd / "reports/split.json").read_text())["left_out_unreadable"] == 4
+
+
+def test_too_many_exclusions_stop_with_one_line(tmp_path):
+    chexpert = make_chexpert(tmp_path / "src")
+    (chexpert / "train/patient00001/study1/view1_frontal.jpg").write_bytes(b"")
+    cwd = project(tmp_path, chexpert, max_excluded=0.01)
+    assert stage("binarize", cwd).returncode == 0
+    result = stage("resize", cwd)
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    assert "1 of 12 images excluded" in result.stderr
+    assert (cwd / "reports/resize.json").is_file()  # the report says which file and why
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (lambda t: t.drop(columns=["Edema"]), "Edema"),
+        (lambda t: t.assign(Edema=t["Edema"].replace("1.0", "yes")), "yes"),
+        (lambda t: t.assign(Edema=t["Edema"].replace("1.0", "2.0")), "2.0"),
+    ],
+)
+def test_bad_csv_stops_with_one_line_naming_the_file(tmp_path, edit, message):
+    chexpert = make_chexpert(tmp_path / "src")
+    csv = chexpert / "train.csv"
+    edit(pd.read_csv(csv, dtype=str, keep_default_na=False)).to_csv(csv, index=False)
+    result = stage("binarize", project(tmp_path, chexpert))
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    assert result.stderr.startswith("error: ")
+    assert "train.csv" in result.stderr
+    assert message in result.stderr
