@@ -1,0 +1,186 @@
+"""The YOLO thorax detector: offline-safe ultralytics set-up, training and detection.
+
+Ultralytics assumes a networked, interactive machine: it downloads a font, enables its own
+DVCLive logger (which rewrites the project's dvc.yaml under `dvc repro`), and writes runs
+and settings wherever it likes. `setup_ultralytics()` closes each of these doors and must
+run before any other use; every function here calls it.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import os
+import shutil
+import time
+from collections.abc import Iterable
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from cxrstn import CACHE_DIR
+
+TRAIN_KEYS = (
+    "epochs", "imgsz", "batch", "nbs", "lr0", "lrf", "optimizer", "momentum", "weight_decay",
+    "warmup_epochs", "cos_lr", "box", "cls", "dfl", "seed", "deterministic", "workers", "cache",
+)  # fmt: skip
+"""Keys of the `detector` parameters passed to ultralytics' trainer as they are, when present."""
+
+METRIC_KEYS = {
+    "map50": "metrics/mAP50(B)",
+    "map50_95": "metrics/mAP50-95(B)",
+    "precision": "metrics/precision(B)",
+    "recall": "metrics/recall(B)",
+}
+
+_LOGGER_SETTINGS = ("sync", "dvc", "mlflow", "clearml", "comet", "raytune", "tensorboard", "wandb")
+
+
+def setup_ultralytics() -> None:
+    """Make ultralytics work offline and write only inside the project.
+
+    A font is put where ultralytics looks for Arial.ttf (else it tries a download), every
+    logger integration is switched off (its DVCLive callback rewrites dvc.yaml), and the
+    default datasets/weights/runs folders point into `.cache/`.
+    """
+    config_dir = Path(os.environ["YOLO_CONFIG_DIR"]) / "Ultralytics"
+    font = config_dir / "Arial.ttf"
+    if not font.exists():
+        import matplotlib
+
+        config_dir.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(Path(matplotlib.get_data_path()) / "fonts" / "ttf" / "DejaVuSans.ttf", font)
+
+    from ultralytics import settings
+    from ultralytics.utils import LOGGER
+
+    LOGGER.setLevel(logging.WARNING)  # quiet: no per-batch bars or summaries, warnings still shown
+    wanted = {key: False for key in _LOGGER_SETTINGS}
+    wanted |= {
+        "datasets_dir": str(CACHE_DIR / "ultralytics" / "datasets"),
+        "weights_dir": str(CACHE_DIR / "ultralytics" / "weights"),
+        "runs_dir": str(CACHE_DIR / "ultralytics" / "runs"),
+    }
+    if any(settings.get(key) != value for key, value in wanted.items()):
+        settings.update(wanted)
+
+
+def resolve_device(device: str) -> str:
+    """Ultralytics' device for `auto` (first CUDA GPU, else Apple MPS, else CPU), else as given."""
+    if device != "auto":
+        return str(device)
+    if torch.cuda.is_available():
+        return "0"
+    if torch.backends.mps.is_available():
+        return "mps"
+    return "cpu"
+
+
+def train_detector(data_yaml: str | os.PathLike, out_dir: str | os.PathLike, params: dict) -> dict:
+    """Train the one-class thorax detector on `data_yaml`; ultralytics' run folder is `out_dir`.
+
+    The model is built from `params["model"]` (an ultralytics yaml such as yolov5n.yaml,
+    no download) or loaded from local `params["weights"]` (a .pt file, e.g. COCO weights
+    for the paper's set-up). `TRAIN_KEYS` and `params["augment"]` go to the trainer as
+    they are; per-epoch validation is skipped (only the final model is validated) to save
+    CPU time. The best weights end up in `out_dir/weights/best.pt`. Returns the validation
+    mAP@0.5, mAP@0.5:0.95, precision and recall, the model's parameter count, its GFLOPs
+    at `imgsz`, and the training time in seconds.
+    """
+    setup_ultralytics()
+    from ultralytics import YOLO
+    from ultralytics.utils.torch_utils import get_flops, get_num_params
+
+    out_dir = Path(out_dir).resolve()
+    weights = params.get("weights")
+    if weights and not Path(weights).is_file():
+        raise ValueError(f"{weights}: detector weights file not found (nothing is downloaded)")
+    model = YOLO(weights or params["model"])
+    progress = tqdm(total=int(params["epochs"]), desc="train detector", unit="epoch")
+    model.add_callback(
+        "on_train_epoch_end",
+        lambda trainer: progress.update() or progress.set_postfix(loss=float(trainer.tloss.sum())),
+    )
+    started = time.perf_counter()
+    model.train(
+        data=str(Path(data_yaml).resolve()),
+        project=str(out_dir.parent),
+        name=out_dir.name,
+        exist_ok=True,
+        device=resolve_device(params.get("device", "auto")),
+        single_cls=True,
+        pretrained=bool(weights),
+        val=False,
+        plots=False,
+        verbose=False,
+        **{key: params[key] for key in TRAIN_KEYS if key in params},
+        **params.get("augment", {}),
+    )
+    train_seconds = time.perf_counter() - started
+    progress.close()
+    final = model.trainer.metrics
+    metrics = {name: round(float(final[key]), 4) for name, key in METRIC_KEYS.items()}
+    metrics["n_params"] = int(get_num_params(model.model))
+    metrics["gflops"] = round(float(get_flops(model.model, params["imgsz"])), 3)
+    metrics["train_seconds"] = round(train_seconds, 1)
+    metrics["epochs"] = int(params["epochs"])
+    return metrics
+
+
+def export_weights(best_pt: str | os.PathLike, out_path: str | os.PathLike) -> None:
+    """Save the trained model from ultralytics' `best.pt` without its date, paths and optimizer.
+
+    Ultralytics stamps every checkpoint with the time and the run's absolute paths, so the
+    file changed on every run even when the weights did not. The slim copy holds only what
+    `YOLO(path)` needs (the model and its task/size arguments) and loads the same way.
+    """
+    checkpoint = torch.load(best_pt, map_location="cpu", weights_only=False)
+    model = checkpoint.get("ema") or checkpoint["model"]
+    kept_args = {k: checkpoint["train_args"][k] for k in ("task", "imgsz", "single_cls")}
+    model.args = dict(kept_args)
+    torch.save({"model": model, "train_args": kept_args}, out_path)
+
+
+def load_detector(weights: str | os.PathLike):
+    """The trained detector (an ultralytics YOLO model) from a weights file."""
+    setup_ultralytics()
+    from ultralytics import YOLO
+
+    if not Path(weights).is_file():
+        raise ValueError(f"{weights}: detector weights file not found")
+    return YOLO(str(weights))
+
+
+def detect(
+    model, images: Iterable[np.ndarray], imgsz: int, batch: int = 16, device: str = "auto"
+) -> list[tuple[float, float, float, float, float] | None]:
+    """The most confident box `(x0, y0, x1, y1, conf)` per image, or None where there is none.
+
+    `images` (any iterable, read `batch` at a time, so a whole image store never sits in
+    memory) are uint8 grayscale (2-D) or BGR arrays of any size; boxes come back in each
+    input image's pixel coordinates. Detections of any confidence are kept (the caller
+    applies its own threshold), so a low-confidence box is still reported as such.
+    """
+    setup_ultralytics()
+    device = resolve_device(device)
+    images = iter(images)
+    results: list[tuple[float, float, float, float, float] | None] = []
+    progress = tqdm(desc="detect", unit="image")
+    while chunk := list(itertools.islice(images, batch)):
+        chunk = [np.repeat(im[:, :, None], 3, axis=2) if im.ndim == 2 else im for im in chunk]
+        predictions = model.predict(
+            chunk, imgsz=imgsz, conf=0.001, max_det=1, device=device, verbose=False
+        )
+        for prediction in predictions:
+            boxes = prediction.boxes
+            if len(boxes) == 0:
+                results.append(None)
+                continue
+            best = int(boxes.conf.argmax())
+            x0, y0, x1, y1 = (float(v) for v in boxes.xyxy[best].tolist())
+            results.append((x0, y0, x1, y1, float(boxes.conf[best])))
+        progress.update(len(chunk))
+    progress.close()
+    return results

@@ -1,0 +1,31 @@
+"""Stage train_detector: train the YOLO thorax detector on data/thorax/.
+
+Writes models/detector.pt (weights only, no date or paths, so identical training gives an
+identical file) and reports/detector.json (validation mAP, precision, recall, size, time).
+Ultralytics' run folder is a temporary folder under models/ that is removed afterwards.
+"""
+
+import tempfile
+from pathlib import Path
+
+from cxrstn.detector import export_weights, train_detector
+from cxrstn.io import atomic_path, load_params, write_json
+
+
+def main() -> None:
+    params = load_params()["detector"]
+    Path("models").mkdir(exist_ok=True)
+    with tempfile.TemporaryDirectory(dir="models", prefix=".detector-run-") as run_dir:
+        run = Path(run_dir) / "train"
+        metrics = train_detector("data/thorax/data.yaml", run, params)
+        with atomic_path("models/detector.pt") as tmp:
+            export_weights(run / "weights" / "best.pt", tmp)
+    write_json("reports/detector.json", metrics)
+    print(
+        f"train_detector: mAP@0.5 {metrics['map50']:.3f}, mAP@0.5:0.95 {metrics['map50_95']:.3f} "
+        f"after {metrics['epochs']} epochs in {metrics['train_seconds']:.0f} s"
+    )
+
+
+if __name__ == "__main__":
+    main()

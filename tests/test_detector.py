@@ -1,0 +1,135 @@
+"""The ultralytics wrapper: offline set-up, a tiny training run, weights export and detection.
+
+Training here checks the plumbing only (2 epochs at 64 px on 8 synthetic images, a few
+seconds): the files it writes, the metrics it returns, that ultralytics wrote nothing
+outside its run folder (no dvc.yaml, dvclive/ or runs/), and the box coordinates of detect.
+"""
+
+import os
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+from test_thorax import FakeSample
+
+from cxrstn import CACHE_DIR, PROJECT_ROOT
+from cxrstn.detector import (
+    detect,
+    export_weights,
+    load_detector,
+    resolve_device,
+    setup_ultralytics,
+    train_detector,
+)
+from cxrstn.thorax import build_yolo_dataset
+
+TINY = {
+    "model": "yolov5n.yaml",
+    "weights": None,
+    "device": "cpu",
+    "epochs": 2,
+    "imgsz": 64,
+    "batch": 4,
+    "nbs": 4,
+    "lr0": 0.01,
+    "optimizer": "SGD",
+    "seed": 0,
+    "deterministic": True,
+    "workers": 0,
+    "augment": {"mosaic": 0.0, "close_mosaic": 0},
+}
+
+
+def ellipse_sample(index: int) -> FakeSample:
+    """A bright disc with two dark 'lungs' whose union box is known."""
+    rng = np.random.default_rng(index)
+    image = np.full((96, 80), 40, np.uint8)
+    cv2.ellipse(image, (40, 48), (36, 44), 0, 0, 360, 200, -1)
+    mask = np.zeros_like(image, dtype=bool)
+    left, right = rng.integers(18, 24), rng.integers(56, 62)
+    for cx in (left, right):
+        lung = np.zeros_like(image)
+        cv2.ellipse(lung, (int(cx), 46), (10, 26), 0, 0, 360, 1, -1)
+        mask |= lung > 0
+    image[mask] = 70
+    return FakeSample("jsrt", f"S{index:02d}", image, mask)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """One tiny training run in a scratch working directory: (run dir, metrics, cwd)."""
+    root = tmp_path_factory.mktemp("detector")
+    build_yolo_dataset([ellipse_sample(i) for i in range(8)], root / "thorax", 64, 0.25, 0)
+    cwd = root / "cwd"
+    cwd.mkdir()
+    before = sorted(p.name for p in PROJECT_ROOT.iterdir())
+    previous = Path.cwd()
+    os.chdir(cwd)
+    try:
+        metrics = train_detector(root / "thorax" / "data.yaml", root / "run" / "train", TINY)
+    finally:
+        os.chdir(previous)
+    assert sorted(p.name for p in PROJECT_ROOT.iterdir()) == before
+    return root, metrics, cwd
+
+
+def test_setup_keeps_ultralytics_offline_and_quiet():
+    setup_ultralytics()
+    from ultralytics import settings
+
+    assert (CACHE_DIR / "ultralytics" / "Ultralytics" / "Arial.ttf").stat().st_size > 0
+    assert settings["dvc"] is False and settings["sync"] is False
+    assert str(settings["runs_dir"]).startswith(str(CACHE_DIR))
+
+
+def test_resolve_device():
+    assert resolve_device("cpu") == "cpu"
+    assert resolve_device("auto") == ("0" if torch.cuda.is_available() else resolve_device("auto"))
+    assert resolve_device("auto") in {"0", "mps", "cpu"}
+
+
+def test_training_writes_only_its_run_folder(trained):
+    root, metrics, cwd = trained
+    assert set(metrics) == {
+        "map50", "map50_95", "precision", "recall", "n_params", "gflops", "train_seconds", "epochs",
+    }  # fmt: skip
+    assert all(0 <= metrics[k] <= 1 for k in ("map50", "map50_95", "precision", "recall"))
+    assert 2_000_000 < metrics["n_params"] < 3_000_000  # YOLOv5u-n at one class: 2.5 M
+    assert metrics["gflops"] > 0 and metrics["epochs"] == 2
+    assert (root / "run" / "train" / "weights" / "best.pt").is_file()
+    assert list(cwd.iterdir()) == []
+    for name in ("dvc.yaml", "dvclive", "runs"):
+        assert not list(root.rglob(name)), name
+    assert not (PROJECT_ROOT / "runs").exists() and not (PROJECT_ROOT / "dvclive").exists()
+
+
+def test_exported_weights_are_reproducible_and_detect_in_input_pixels(trained, tmp_path):
+    root, _, _ = trained
+    best = root / "run" / "train" / "weights" / "best.pt"
+    first, second = tmp_path / "a" / "detector.pt", tmp_path / "b" / "detector.pt"
+    for out in (first, second):
+        out.parent.mkdir()
+        export_weights(best, out)
+    assert first.read_bytes() == second.read_bytes()  # torch.save stores the file's stem too
+    checkpoint = torch.load(first, weights_only=False)
+    assert set(checkpoint) == {"model", "train_args"}
+
+    model = load_detector(first)
+    images = [ellipse_sample(i).image for i in range(3)] + [np.zeros((200, 120), np.uint8)]
+    boxes = detect(model, iter(images), imgsz=64, batch=3, device="cpu")
+    assert len(boxes) == 4
+    for image, box in zip(images, boxes, strict=True):
+        if box is None:
+            continue
+        x0, y0, x1, y1, conf = box
+        height, width = image.shape
+        assert 0 <= x0 < x1 <= width and 0 <= y0 < y1 <= height and 0 < conf <= 1
+
+
+def test_missing_weights_are_a_clear_error(tmp_path):
+    with pytest.raises(ValueError, match="not found"):
+        load_detector(tmp_path / "nope.pt")
+    with pytest.raises(ValueError, match="not found"):
+        train_detector(tmp_path / "data.yaml", tmp_path / "run", {**TINY, "weights": "none.pt"})
