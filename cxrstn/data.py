@@ -1,0 +1,76 @@
+"""Training data: stored images as tensors, soft affine augmentation, a class-balancing sampler.
+
+Images leave the store as uint8 S x S and enter the model as float 1 x S x S in [0, 1]
+(the models normalise from there). Augmentation (the paper's soft random affine: small
+rotation and shear) is applied to training images only.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset, WeightedRandomSampler
+from torchvision.transforms import v2
+
+from cxrstn.images import ImageStore
+
+
+def augmentation(rotation: float, shear: float) -> v2.RandomAffine:
+    """Soft random affine: rotation in [-rotation, rotation] and x-shear in [-shear, shear] deg."""
+    return v2.RandomAffine(
+        degrees=rotation, shear=shear, interpolation=v2.InterpolationMode.BILINEAR
+    )
+
+
+class ImageDataset(Dataset):
+    """Images of `paths` from `store` with their labels; items are (image, label, index)."""
+
+    def __init__(
+        self,
+        store: ImageStore,
+        paths: Sequence[str],
+        labels: Sequence[int],
+        transform: v2.Transform | None = None,
+    ):
+        if len(paths) != len(labels):
+            raise ValueError(f"{len(paths)} paths but {len(labels)} labels")
+        missing = [p for p in paths if p not in store]
+        if missing:
+            raise ValueError(
+                f"{store.directory}: {len(missing)} images are not in the store, e.g. {missing[0]}"
+            )
+        bad = sorted({int(y) for y in labels} - {0, 1})
+        if bad:
+            raise ValueError(f"labels must be 0 or 1, got {bad}")
+        self.store = store
+        self.paths = list(paths)
+        self.labels = np.asarray(labels, dtype=np.int64)
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor, int]:
+        pixels = torch.tensor(self.store[self.paths[index]]).unsqueeze(0)  # copy off the memmap
+        image = pixels.float().div_(255.0)
+        if self.transform is not None:
+            image = self.transform(image)
+        return image, torch.tensor(float(self.labels[index])), index
+
+
+def balanced_sampler(labels: Sequence[int], generator: torch.Generator) -> WeightedRandomSampler:
+    """Draw len(labels) images with replacement, each class equally likely on average.
+
+    Each image's weight is the inverse of its class's frequency, so a batch holds as many
+    normal as abnormal images in expectation despite the dataset's imbalance.
+    """
+    labels = np.asarray(labels, dtype=np.int64)
+    counts = np.bincount(labels, minlength=2)
+    if (counts == 0).any():
+        raise ValueError(f"the training set needs both classes, got counts {counts.tolist()}")
+    weights = torch.from_numpy(1.0 / counts[labels])
+    return WeightedRandomSampler(
+        weights, num_samples=len(labels), replacement=True, generator=generator
+    )

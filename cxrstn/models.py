@@ -1,0 +1,240 @@
+"""The three classifiers: VGG16 on the whole image, on YOLO crops, and behind an ST module.
+
+Every model takes the stored S x S grayscale image as a float tensor N x 1 x S x S in
+[0, 1] and returns one logit per image (its sigmoid is the abnormality score). The model
+itself brings the image to the classifier's input size, so that the ST module can sample
+its zoomed window from the full resolution instead of from an already shrunk copy.
+
+The first convolution takes one channel. Repeating a gray image to three channels gives
+the same result as one channel whose kernel is the sum of the three, at three times the
+first layer's cost; a three-channel (e.g. ImageNet) state dict is converted that way.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torchvision.models.vgg import VGG, cfgs, make_layers
+
+# Fixed normalisation of the [0, 1] pixels, the same for every setting and for prediction.
+PIXEL_MEAN = 0.5
+PIXEL_STD = 0.25
+
+
+def _scaled(channels: int, width: float) -> int:
+    return max(1, round(channels * width))
+
+
+def vgg16_single(width: float = 1.0, dropout: float = 0.5) -> VGG:
+    """torchvision's VGG16 with every width scaled, one input channel and one output.
+
+    `dropout` is torchvision's (0.5): the rate of the two dropout layers of the head.
+
+    Built on the meta device and initialised once at the end, as torchvision's VGG does,
+    so that the full-width layers that get replaced are never allocated.
+    """
+    cfg = [v if v == "M" else _scaled(v, width) for v in cfgs["D"]]
+    hidden = _scaled(4096, width)
+    with torch.device("meta"):
+        model = VGG(make_layers(cfg), num_classes=1, init_weights=False)
+        model.features[0] = nn.Conv2d(1, cfg[0], kernel_size=3, padding=1)
+        model.classifier = nn.Sequential(
+            nn.Linear(cfg[-2] * 7 * 7, hidden),
+            nn.ReLU(True),
+            nn.Dropout(p=dropout),
+            nn.Linear(hidden, hidden),
+            nn.ReLU(True),
+            nn.Dropout(p=dropout),
+            nn.Linear(hidden, 1),
+        )
+    model = model.to_empty(device="cpu")
+    # torchvision's VGG initialisation, with the dense layers' std scaled by 1/sqrt(width):
+    # each dense layer then passes on the signal variance of its full-width counterpart
+    # (fan_in x std^2), where a plain std of 0.01 would shrink a narrow net's logits to
+    # almost nothing and stall the first epochs. At width 1 it is torchvision's init.
+    linear_std = 0.01 / math.sqrt(width)
+    for m in model.modules():
+        if isinstance(m, nn.Conv2d):
+            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+            nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.Linear):
+            nn.init.normal_(m.weight, 0, linear_std)
+            nn.init.zeros_(m.bias)
+    return model
+
+
+def load_vgg_weights(model: VGG, path: str | os.PathLike) -> None:
+    """Load a local VGG16 state dict; a 3-channel first conv is summed to one channel.
+
+    Layers whose shape differs (e.g. a 1000-class last layer) keep their initialisation.
+    """
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    first = state.get("features.0.weight")
+    if first is not None and first.shape[1] == 3:
+        state["features.0.weight"] = first.sum(dim=1, keepdim=True)
+    own = model.state_dict()
+    usable = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
+    if not usable:
+        raise ValueError(f"{path}: no tensor matches the VGG16 of this width")
+    model.load_state_dict(usable, strict=False)
+
+
+def normalise(x: torch.Tensor) -> torch.Tensor:
+    return (x - PIXEL_MEAN) / PIXEL_STD
+
+
+class Classifier(nn.Module):
+    """Baseline and YOLO model: antialiased bilinear downsampling to `input_size`, then VGG16."""
+
+    def __init__(self, width: float = 1.0, input_size: int = 512, dropout: float = 0.5):
+        super().__init__()
+        self.input_size = input_size
+        self.vgg = vgg16_single(width, dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.shape[-1] != self.input_size or x.shape[-2] != self.input_size:
+            x = F.interpolate(
+                x, size=(self.input_size, self.input_size), mode="bilinear", antialias=True
+            )
+        return self.vgg(normalise(x)).squeeze(1)
+
+
+class STModule(nn.Module):
+    """Attention by scaling and translation only: theta = [[sx, 0, tx], [0, sy, ty]].
+
+    The localization net (four conv-ReLU-maxpool blocks, a dense layer with ReLU and a
+    dense layer giving sx, sy, tx, ty) sees the image shrunk to `loc_size`; the grid
+    samples the full-resolution input bilinearly into `output_size` pixels, so a zoomed
+    window keeps the detail of the stored image. Along an axis where the window is wider
+    than `output_size` input pixels (e.g. sx = 1 from 512 to 96 px) several samples per
+    output pixel are averaged, so that shrinking does not alias; at the paper's 512 px
+    output this never happens. The last layer starts with zero weights and the initial
+    parameters as bias, as in the PyTorch STN tutorial.
+    """
+
+    def __init__(
+        self,
+        output_size: int,
+        init: tuple[float, float, float, float] = (1.0, 0.1, 0.0, 0.0),
+        loc_size: int = 64,
+        loc_channels: tuple[int, ...] = (8, 16, 32, 32),
+        loc_hidden: int = 64,
+    ):
+        super().__init__()
+        if len(loc_channels) != 4:
+            raise ValueError(f"the localization net has four conv blocks, got {loc_channels}")
+        if loc_size % 16:
+            raise ValueError(f"stn loc_size must be a multiple of 16, got {loc_size}")
+        self.output_size = output_size
+        self.loc_size = loc_size
+        blocks: list[nn.Module] = []
+        in_channels = 1
+        for channels in loc_channels:
+            blocks += [
+                nn.Conv2d(in_channels, channels, kernel_size=3, padding=1),
+                nn.ReLU(True),
+                nn.MaxPool2d(2),
+            ]
+            in_channels = channels
+        self.localization = nn.Sequential(*blocks)
+        side = loc_size // 16
+        self.regressor = nn.Sequential(
+            nn.Flatten(),
+            nn.Linear(in_channels * side * side, loc_hidden),
+            nn.ReLU(True),
+            nn.Linear(loc_hidden, 4),
+        )
+        final = self.regressor[-1]
+        nn.init.zeros_(final.weight)
+        with torch.no_grad():
+            final.bias.copy_(torch.tensor(init, dtype=torch.float32))
+
+    def params(self, x: torch.Tensor) -> torch.Tensor:
+        """Predict (sx, sy, tx, ty) per image, N x 4."""
+        small = F.interpolate(
+            x, size=(self.loc_size, self.loc_size), mode="bilinear", antialias=True
+        )
+        return self.regressor(self.localization(normalise(small)))
+
+    @staticmethod
+    def theta(params: torch.Tensor) -> torch.Tensor:
+        sx, sy, tx, ty = params.unbind(dim=1)
+        zero = torch.zeros_like(sx)
+        return torch.stack([sx, zero, tx, zero, sy, ty], dim=1).view(-1, 2, 3)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Return the transformed image (N x 1 x output_size^2, in [0, 1]) and (sx, sy, tx, ty)."""
+        params = self.params(x)
+        theta = self.theta(params).to(x.dtype)
+        # Antialiasing: where an output pixel spans k > 1 input pixels, sample k points
+        # per output pixel along that axis and average them (theta has no rotation, so
+        # the axes are independent). Zoomed-in axes keep k = 1: plain bilinear sampling.
+        # k stops at one sample per input pixel of the whole image, which bounds the cost.
+        ratio = x.shape[-1] / self.output_size
+        span = params[:, :2].detach().abs().amax(dim=0).clamp(max=1.0) * ratio
+        kx, ky = (max(1, math.ceil(float(s) - 1e-6)) for s in span)
+        size = (x.shape[0], x.shape[1], self.output_size * ky, self.output_size * kx)
+        grid = F.affine_grid(theta, size, align_corners=False)
+        sampled = F.grid_sample(x, grid, mode="bilinear", align_corners=False)
+        if kx > 1 or ky > 1:
+            sampled = F.avg_pool2d(sampled, (ky, kx))
+        return sampled, params
+
+
+class STN(nn.Module):
+    """ST module followed by the classifier, trained end to end from image-level labels."""
+
+    def __init__(self, classifier: Classifier, st: STModule):
+        super().__init__()
+        self.classifier = classifier
+        self.st = st
+        self.last_params: torch.Tensor | None = None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        transformed, params = self.st(x)
+        self.last_params = params.detach()
+        return self.classifier(transformed)
+
+
+def build_model(setting: str, classifier: dict, stn: dict | None = None) -> nn.Module:
+    """The model of `setting` (baseline, yolo or stn) from the `classifier` and `stn` params.
+
+    The classifier is built first, so that with the same seed all settings start from the
+    same classifier weights.
+    """
+    if classifier["arch"] != "vgg16":
+        raise ValueError(f"classifier.arch must be vgg16, got {classifier['arch']!r}")
+    model = Classifier(classifier["width"], classifier["input_size"], classifier["dropout"])
+    if classifier.get("weights"):
+        load_vgg_weights(model.vgg, classifier["weights"])
+    if setting in ("baseline", "yolo"):
+        return model
+    if setting != "stn":
+        raise ValueError(f"unknown setting {setting!r}: expected baseline, yolo or stn")
+    if stn is None:
+        raise ValueError("the stn setting needs the stn params")
+    st = STModule(
+        output_size=classifier["input_size"],
+        init=(stn["sx_init"], stn["sy_init"], stn["tx_init"], stn["ty_init"]),
+        loc_size=stn["loc_size"],
+        loc_channels=tuple(stn["loc_channels"]),
+        loc_hidden=stn["loc_hidden"],
+    )
+    return STN(model, st)
+
+
+def gflops(module: nn.Module, example: torch.Tensor) -> float:
+    """Forward GFLOPs of `module` on `example` (convolutions and matmuls; FLOPs = 2 x MACs)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    was_training = module.training
+    module.eval()
+    counter = FlopCounterMode(display=False)
+    with torch.no_grad(), counter:
+        module(example)
+    module.train(was_training)
+    return counter.get_total_flops() / 1e9

@@ -1,0 +1,113 @@
+"""Stage train_<setting>@<fold>: train one classifier on one fold and score its val and test folds.
+
+    python stages/train.py --setting {baseline,yolo,stn} --fold K
+
+Reads data/folds.csv and the image store of the setting (data/resized, or data/crops for
+yolo, whose images without a crop are left out and counted). Writes
+models/<setting>/fold<k>/model.pt and reports/runs/<setting>/fold<k>/ (predictions.csv,
+metrics.json, live/ with the per-epoch curves). An interrupted run resumes from
+checkpoints/<setting>/fold<k>/last.pt, which is removed once the outputs are written.
+"""
+
+import argparse
+from pathlib import Path
+
+import pandas as pd
+import torch
+from sklearn.metrics import roc_auc_score
+
+from cxrstn.folds import split_of
+from cxrstn.images import ImageStore
+from cxrstn.io import atomic_path, load_params, write_csv, write_json
+from cxrstn.models import STN, gflops
+from cxrstn.train import ST_PARAMS, choose_device, model_file, predict, train_run
+
+SETTINGS = ("baseline", "yolo", "stn")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--setting", choices=SETTINGS, required=True)
+    parser.add_argument("--fold", type=int, required=True)
+    args = parser.parse_args()
+    params = load_params()
+    setting, fold = args.setting, args.fold
+    size = params["resize"]["size"]
+
+    store_dir = "data/crops" if setting == "yolo" else "data/resized"
+    store = ImageStore(store_dir)
+    if store.size != size:
+        raise ValueError(f"{store_dir}: images are {store.size} px, resize.size is {size}")
+    folds = pd.read_csv("data/folds.csv")
+    frame = folds.assign(split=split_of(folds["fold"], fold, params["split"]["folds"]))
+    stored = frame["path"].isin(store.paths)
+    if setting != "yolo" and not stored.all():
+        missing = frame.loc[~stored, "path"]
+        raise ValueError(
+            f"{store_dir}: {len(missing)} images of data/folds.csv are missing, "
+            f"e.g. {missing.iloc[0]}"
+        )
+    frame = frame[stored].reset_index(drop=True)
+
+    config = {
+        "setting": setting,
+        "fold": fold,
+        "size": size,
+        "classifier": params["classifier"],
+        "stn": params["stn"] if setting == "stn" else None,
+        "train": params["train"],
+    }
+    checkpoint = Path(f"checkpoints/{setting}/fold{fold}/last.pt")
+    run_dir = Path(f"reports/runs/{setting}/fold{fold}")
+    result = train_run(config, store, frame, checkpoint, run_dir / "live")
+
+    device = choose_device(params["train"]["device"])
+    scored = predict(
+        result.model,
+        store,
+        frame[frame["split"] != "train"],
+        params["classifier"]["batch_size"],
+        device,
+        params["train"]["workers"],
+    )
+    columns = ["path", "label", "score", "split"] + (list(ST_PARAMS) if setting == "stn" else [])
+    write_csv(run_dir / "predictions.csv", scored[columns])
+
+    test = scored[scored["split"] == "test"]
+    if test["label"].nunique() < 2:
+        raise ValueError(f"fold {fold}: the test fold needs both classes to compute an AUC")
+    model = result.model.float().cpu()
+    classifier = model.classifier if isinstance(model, STN) else model
+    input_size = params["classifier"]["input_size"]
+    metrics = {
+        "best_epoch": result.best_epoch,
+        "val_auc": round(result.val_auc, 6),
+        "test_auc": round(float(roc_auc_score(test["label"], test["score"])), 6),
+        "n_train": int((frame["split"] == "train").sum()),
+        "n_val": int((frame["split"] == "val").sum()),
+        "n_test": len(test),
+        "n_params": sum(p.numel() for p in model.parameters()),
+        "gflops_classifier": round(
+            gflops(classifier, torch.zeros(1, 1, input_size, input_size)), 4
+        ),
+        "train_seconds": round(result.train_seconds, 2),
+        "train_images_per_second": round(result.train_images_per_second, 2),
+    }
+    if setting == "yolo":
+        metrics["n_excluded"] = int((~stored).sum())
+    if setting == "stn":
+        metrics["gflops_st"] = round(gflops(model.st, torch.zeros(1, 1, size, size)), 4)
+        metrics |= {f"test_{name}_mean": round(float(test[name].mean()), 4) for name in ST_PARAMS}
+    write_json(run_dir / "metrics.json", metrics)
+    with atomic_path(f"models/{setting}/fold{fold}/model.pt") as tmp:
+        torch.save(model_file(result, config), tmp)
+
+    checkpoint.unlink(missing_ok=True)
+    for parent in list(checkpoint.parents)[:3]:  # fold<k>, <setting>, checkpoints
+        if parent.is_dir() and not any(parent.iterdir()):
+            parent.rmdir()
+    print(f"{setting} fold {fold}: " + ", ".join(f"{k} {v}" for k, v in metrics.items()))
+
+
+if __name__ == "__main__":
+    main()

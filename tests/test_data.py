@@ -1,0 +1,64 @@
+import numpy as np
+import pytest
+import torch
+
+from cxrstn.data import ImageDataset, augmentation, balanced_sampler
+from cxrstn.images import ImageStore, write_store
+
+
+@pytest.fixture
+def store(tmp_path) -> ImageStore:
+    """Four 16 px images: a left-to-right ramp plus 10 x the image number."""
+    paths = [f"p{i}/view1_frontal.jpg" for i in range(4)]
+    ramp = np.tile(np.arange(16, dtype=np.uint8) * 8, (16, 1))
+    images = [ramp + 10 * i for i in range(4)]
+    write_store(tmp_path / "store", paths, iter(images), 16)
+    return ImageStore(tmp_path / "store")
+
+
+def test_items_are_float_images_in_unit_range_with_label_and_index(store):
+    dataset = ImageDataset(store, store.paths, [0, 1, 0, 1])
+    image, label, index = dataset[2]
+    assert image.shape == (1, 16, 16) and image.dtype == torch.float32
+    assert image[0, 0, 0].item() == pytest.approx(20 / 255)
+    assert image[0, 5, 15].item() == pytest.approx((15 * 8 + 20) / 255)
+    assert label.item() == 0.0 and index == 2
+
+
+def test_augmentation_changes_training_images_only(store):
+    torch.manual_seed(0)
+    plain = ImageDataset(store, store.paths, [0, 1, 0, 1])
+    augmented = ImageDataset(store, store.paths, [0, 1, 0, 1], augmentation(5, 3))
+    raw = torch.tensor(store[store.paths[1]]).float() / 255
+    assert torch.equal(plain[1][0][0], raw)
+    changed = augmented[1][0][0]
+    assert not torch.equal(changed, raw)
+    # Soft: a rotation of at most 5 degrees moves a pixel near the centre by well under 1/8
+    # of the ramp's range.
+    assert (changed[6:10, 6:10] - raw[6:10, 6:10]).abs().max() < 0.125
+
+
+def test_missing_image_and_bad_label_are_named(store):
+    with pytest.raises(ValueError, match="not in the store, e.g. nope.jpg"):
+        ImageDataset(store, ["nope.jpg"], [0])
+    with pytest.raises(ValueError, match=r"labels must be 0 or 1, got \[2\]"):
+        ImageDataset(store, store.paths[:1], [2])
+
+
+def test_sampler_balances_classes_and_is_seeded():
+    labels = [0] * 90 + [1] * 10
+    draws = []
+    generator = torch.Generator().manual_seed(0)
+    sampler = balanced_sampler(labels, generator)
+    assert len(sampler) == 100
+    for _ in range(200):
+        draws.extend(sampler)
+    share_abnormal = np.mean([labels[i] for i in draws])
+    assert share_abnormal == pytest.approx(0.5, abs=0.02)  # 20,000 draws: std 0.0035
+    again = list(balanced_sampler(labels, torch.Generator().manual_seed(0)))
+    assert again == draws[:100]
+
+
+def test_sampler_needs_both_classes():
+    with pytest.raises(ValueError, match="needs both classes"):
+        balanced_sampler([1, 1, 1], torch.Generator())

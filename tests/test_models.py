@@ -1,0 +1,141 @@
+import pytest
+import torch
+from torch import nn
+from torchvision.models.vgg import cfgs
+
+from cxrstn.models import (
+    STN,
+    Classifier,
+    STModule,
+    build_model,
+    gflops,
+    load_vgg_weights,
+    vgg16_single,
+)
+
+STN_PARAMS = {
+    "sx_init": 1.0,
+    "sy_init": 0.1,
+    "tx_init": 0.0,
+    "ty_init": 0.0,
+    "loc_size": 32,
+    "loc_channels": [4, 4, 8, 8],
+    "loc_hidden": 16,
+    "lr": 1e-3,
+}
+CLASSIFIER = {"arch": "vgg16", "width": 1 / 16, "input_size": 32, "weights": None, "dropout": 0.5}
+
+
+def n_params(module: nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+def test_full_width_vgg16_has_the_single_output_count_minus_two_input_channels():
+    # torchvision's VGG16 with one output and 3 input channels has 134,264,641 parameters;
+    # one input channel drops 2 x 64 x 3 x 3 first-layer weights.
+    assert n_params(vgg16_single(1.0)) == 134_264_641 - 2 * 64 * 9
+
+
+def test_width_scales_every_layer_of_the_same_topology():
+    model = vgg16_single(1 / 8)
+    convs = [m for m in model.features if isinstance(m, nn.Conv2d)]
+    assert [c.out_channels for c in convs] == [v // 8 for v in cfgs["D"] if v != "M"]
+    expected, channels_in = 0, 1
+    for conv in convs:
+        expected += channels_in * conv.out_channels * 9 + conv.out_channels
+        channels_in = conv.out_channels
+    expected += (64 * 49 * 512 + 512) + (512 * 512 + 512) + (512 + 1)
+    assert n_params(model) == expected == 2_099_737
+
+
+def test_dropout_sets_both_head_dropouts():
+    rates = [m.p for m in vgg16_single(1 / 16, dropout=0.2).classifier if isinstance(m, nn.Dropout)]
+    assert rates == [0.2, 0.2]
+
+
+def test_classifier_downsamples_any_input_to_one_logit_per_image():
+    model = Classifier(width=1 / 16, input_size=32)
+    assert model(torch.rand(3, 1, 64, 64)).shape == (3,)
+    assert model(torch.rand(2, 1, 32, 32)).shape == (2,)
+
+
+def test_three_channel_weights_become_their_channel_sum():
+    model = vgg16_single(1 / 16)
+    state = model.state_dict()
+    rgb = torch.randn(4, 3, 3, 3)
+    state["features.0.weight"] = rgb
+    state["classifier.6.weight"] = torch.zeros(1000, 256)  # an ImageNet head: left as is
+    path = "/tmp/cxrstn_test_vgg_rgb.pt"
+    torch.save(state, path)
+    head = model.classifier[6].weight.clone()
+    load_vgg_weights(model, path)
+    gray = torch.rand(1, 1, 8, 8)
+    conv3 = nn.Conv2d(3, 4, 3, padding=1)
+    conv3.weight.data, conv3.bias.data = rgb, state["features.0.bias"]
+    torch.testing.assert_close(model.features[0](gray), conv3(gray.repeat(1, 3, 1, 1)))
+    assert torch.equal(model.classifier[6].weight, head)
+
+
+def test_st_module_at_init_samples_the_central_tenth_vertically():
+    # Horizontal stripes: row r has value r / 255. With sy = 0.1 and 10 output rows,
+    # output row i samples input y = ((0.1 * ((2i + 1) / 10 - 1) + 1) * 100 - 1) / 2 = 45 + i.
+    side = 100
+    image = (torch.arange(side, dtype=torch.float32) / 255).view(1, 1, side, 1)
+    image = image.expand(1, 1, side, side).contiguous()
+    st = STModule(output_size=10, init=(1.0, 0.1, 0.0, 0.0), loc_size=32)
+    out, params = st(image)
+    assert out.shape == (1, 1, 10, 10)
+    expected_rows = (45 + torch.arange(10, dtype=torch.float32)) / 255
+    torch.testing.assert_close(out[0, 0], expected_rows.view(10, 1).expand(10, 10))
+    torch.testing.assert_close(params, torch.tensor([[1.0, 0.1, 0.0, 0.0]]))
+
+
+def test_st_module_translation_moves_the_window():
+    # ty = 0.5 shifts the sampled rows by a quarter of the image: 45 + 25 = 70.
+    side = 100
+    image = (torch.arange(side, dtype=torch.float32) / 255).view(1, 1, side, 1)
+    st = STModule(output_size=10, init=(1.0, 0.1, 0.0, 0.5), loc_size=32)
+    out, _ = st(image.expand(1, 1, side, side).contiguous())
+    expected_rows = (70 + torch.arange(10, dtype=torch.float32)) / 255
+    torch.testing.assert_close(out[0, 0], expected_rows.view(10, 1).expand(10, 10))
+
+
+def test_st_module_averages_where_it_shrinks_instead_of_aliasing():
+    # Columns repeat 0, 1, 0, 0. Shrinking 64 columns to 16 averages 4 samples per output
+    # pixel, on the centres of 4 neighbouring columns: 0.25 everywhere. Plain bilinear
+    # sampling at 16 points would read x = 4j + 1.5, halfway between a 1 and a 0: 0.5.
+    columns = (torch.arange(64) % 4 == 1).float()
+    image = columns.view(1, 1, 1, 64).expand(1, 1, 64, 64).contiguous()
+    st = STModule(output_size=16, init=(1.0, 0.1, 0.0, 0.0), loc_size=32)
+    out, _ = st(image)
+    torch.testing.assert_close(out, torch.full((1, 1, 16, 16), 0.25))
+
+
+def test_gradients_reach_the_localization_net():
+    torch.manual_seed(0)
+    model = build_model("stn", CLASSIFIER, STN_PARAMS)
+    assert isinstance(model, STN)
+    images, labels = torch.rand(4, 1, 64, 64), torch.tensor([0.0, 1.0, 0.0, 1.0])
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+
+    loss = nn.functional.binary_cross_entropy_with_logits(model(images), labels)
+    loss.backward()
+    # The final layer starts at zero weights, so the first pass reaches it ...
+    assert model.st.regressor[-1].weight.grad.abs().sum() > 0
+    torch.testing.assert_close(model.last_params[0], torch.tensor([1.0, 0.1, 0.0, 0.0]))
+    optimizer.step()
+    optimizer.zero_grad()
+    # ... and once it moved, the gradient flows on into the first convolution.
+    nn.functional.binary_cross_entropy_with_logits(model(images), labels).backward()
+    assert model.st.localization[0].weight.grad.abs().sum() > 0
+
+
+def test_build_model_rejects_an_unknown_setting_or_arch():
+    with pytest.raises(ValueError, match="unknown setting"):
+        build_model("resnet", CLASSIFIER)
+    with pytest.raises(ValueError, match="classifier.arch must be vgg16"):
+        build_model("baseline", CLASSIFIER | {"arch": "resnet50"})
+
+
+def test_gflops_counts_two_flops_per_multiply_add():
+    assert gflops(nn.Linear(10, 20), torch.zeros(1, 10)) == pytest.approx(2 * 10 * 20 / 1e9)

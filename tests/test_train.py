@@ -1,0 +1,211 @@
+import copy
+import runpy
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+import yaml
+
+import cxrstn.train as train_module
+from cxrstn.folds import split_of
+from cxrstn.images import ImageStore, write_store
+from cxrstn.models import build_model
+from cxrstn.train import load_model, predict, train_run
+
+ROOT = Path(__file__).resolve().parents[1]
+SIZE = 32
+CONFIG = {
+    "setting": "baseline",
+    "fold": 0,
+    "size": SIZE,
+    "classifier": {
+        "arch": "vgg16",
+        "width": 1 / 16,
+        "input_size": 32,
+        "weights": None,
+        "dropout": 0.5,
+        "epochs": 3,
+        "lr": 1e-3,
+        "batch_size": 8,
+        "rotation": 5,
+        "shear": 3,
+    },
+    "stn": None,
+    "train": {"device": "cpu", "seed": 0, "threads": 1, "workers": 0},
+}
+STN = {
+    "sx_init": 1.0,
+    "sy_init": 0.1,
+    "tx_init": 0.0,
+    "ty_init": 0.0,
+    "loc_size": 16,
+    "loc_channels": [4, 4, 8, 8],
+    "loc_hidden": 8,
+    "lr": 1e-3,
+}
+
+
+def synthetic_images(n: int) -> tuple[list[str], list[int], list[np.ndarray]]:
+    """Noise, plus a bright square for every abnormal (odd-numbered patient's) image."""
+    rng = np.random.default_rng(0)
+    paths, labels, images = [], [], []
+    for i in range(n):
+        label = (i // 5) % 2
+        image = rng.integers(0, 60, (SIZE, SIZE), dtype=np.uint8)
+        if label:
+            image[12:20, 12:20] += 150
+        paths.append(f"train/patient{i:05d}/study1/view1_frontal.jpg")
+        labels.append(label)
+        images.append(image)
+    return paths, labels, images
+
+
+@pytest.fixture
+def data(tmp_path, monkeypatch):
+    """40 images in 5 folds of 8 (4 normal, 4 abnormal); the working directory is tmp_path."""
+    monkeypatch.chdir(tmp_path)
+    paths, labels, images = synthetic_images(40)
+    write_store(tmp_path / "data" / "resized", paths, iter(images), SIZE)
+    folds = pd.DataFrame(
+        {"path": paths, "patient": range(40), "label": labels, "fold": [i % 5 for i in range(40)]}
+    )
+    folds.to_csv(tmp_path / "data" / "folds.csv", index=False)
+    frame = folds.assign(split=split_of(folds["fold"], 0, 5))
+    return ImageStore(tmp_path / "data" / "resized"), frame
+
+
+class Killed(Exception):
+    pass
+
+
+@pytest.mark.parametrize("workers", [0, 1])
+def test_a_killed_run_resumes_and_ends_like_an_uninterrupted_one(
+    data, tmp_path, monkeypatch, capsys, workers
+):
+    store, frame = data
+    config = copy.deepcopy(CONFIG)
+    config["train"]["workers"] = workers
+    whole = train_run(config, store, frame, tmp_path / "a" / "last.pt", tmp_path / "a" / "live")
+    expected = predict(whole.model, store, frame, 8, torch.device("cpu"))
+
+    save = train_module._save_checkpoint
+
+    def save_then_die(path, state):
+        save(path, state)
+        raise Killed
+
+    monkeypatch.setattr(train_module, "_save_checkpoint", save_then_die)
+    checkpoint = tmp_path / "b" / "last.pt"
+    with pytest.raises(Killed):
+        train_run(config, store, frame, checkpoint, tmp_path / "b" / "live")
+    assert torch.load(checkpoint, weights_only=True)["epoch"] == 1
+    monkeypatch.setattr(train_module, "_save_checkpoint", save)
+
+    resumed = train_run(config, store, frame, checkpoint, tmp_path / "b" / "live")
+    assert "after epoch 1" in capsys.readouterr().out
+    assert resumed.history == whole.history and len(resumed.history) == 3
+    assert resumed.best_epoch == whole.best_epoch
+    got = predict(resumed.model, store, frame, 8, torch.device("cpu"))
+    pd.testing.assert_frame_equal(got, expected)
+    live_auc = pd.read_csv(
+        tmp_path / "b" / "live" / "plots" / "metrics" / "val" / "auc.tsv", sep="\t"
+    )
+    assert live_auc["step"].tolist() == [0, 1, 2]
+
+
+def test_a_checkpoint_of_another_config_is_ignored(data, tmp_path, capsys):
+    store, frame = data
+    checkpoint = tmp_path / "last.pt"
+    one_epoch = copy.deepcopy(CONFIG)
+    one_epoch["classifier"]["epochs"] = 1
+    train_run(one_epoch, store, frame, checkpoint, tmp_path / "live")
+    result = train_run(CONFIG, store, frame, checkpoint, tmp_path / "live")
+    assert "ignoring" in capsys.readouterr().out
+    assert len(result.history) == 3
+
+
+def test_test_images_are_never_served_and_only_training_images_are_augmented(
+    data, tmp_path, monkeypatch
+):
+    store, frame = data
+    served: list[tuple[str, bool]] = []  # (path, augmented)
+
+    class RecordingDataset(train_module.ImageDataset):
+        def __getitem__(self, index):
+            served.append((self.paths[index], self.transform is not None))
+            return super().__getitem__(index)
+
+    monkeypatch.setattr(train_module, "ImageDataset", RecordingDataset)
+    config = copy.deepcopy(CONFIG) | {"setting": "stn", "stn": STN}
+    train_run(config, store, frame, tmp_path / "last.pt", tmp_path / "live")
+    roles = dict(zip(frame["path"], frame["split"], strict=True))
+    assert {roles[p] for p, _ in served} == {"train", "val"}
+    assert all(augmented == (roles[p] == "train") for p, augmented in served)
+    # 24 training images drawn 3 times, 8 validation images scored 3 times.
+    assert len(served) == 3 * 24 + 3 * 8
+
+
+def test_the_st_module_learns_at_its_own_rate():
+    torch.manual_seed(0)
+    model = build_model("stn", CONFIG["classifier"], STN)
+    groups = train_module._param_groups(model, 1e-4, STN | {"lr": 1e-2})
+    st_ids = {id(p) for p in model.st.parameters()}
+    assert [g["lr"] for g in groups] == [1e-4, 1e-2]
+    assert {id(p) for p in groups[1]["params"]} == st_ids
+    assert sum(len(g["params"]) for g in groups) == len(list(model.parameters()))
+
+
+def run_stage(setting: str, tmp_path: Path, monkeypatch) -> Path:
+    params = {
+        "resize": {"size": SIZE},
+        "split": {"folds": 5},
+        "classifier": CONFIG["classifier"] | {"epochs": 2},
+        "stn": STN,
+        "train": CONFIG["train"],
+    }
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    monkeypatch.setattr(sys, "argv", ["train.py", "--setting", setting, "--fold", "1"])
+    runpy.run_path(str(ROOT / "stages" / "train.py"), run_name="__main__")
+    return tmp_path / "reports" / "runs" / setting / "fold1"
+
+
+@pytest.mark.parametrize("setting", ["baseline", "stn"])
+def test_stage_writes_predictions_metrics_and_model(data, tmp_path, monkeypatch, setting):
+    store, frame = data
+    run_dir = run_stage(setting, tmp_path, monkeypatch)
+
+    predictions = pd.read_csv(run_dir / "predictions.csv")
+    st_columns = ["sx", "sy", "tx", "ty"] if setting == "stn" else []
+    assert predictions.columns.tolist() == ["path", "label", "score", "split", *st_columns]
+    # Run 1 tests on fold 1 and validates on fold 2.
+    folds = frame.set_index("path")["fold"]
+    assert predictions.groupby("split")["path"].apply(lambda p: set(folds[p])).to_dict() == {
+        "test": {1},
+        "val": {2},
+    }
+    metrics = yaml.safe_load((run_dir / "metrics.json").read_text())
+    assert (metrics["n_train"], metrics["n_val"], metrics["n_test"]) == (24, 8, 8)
+    assert all(isinstance(v, int | float) for v in metrics.values())
+    assert ("gflops_st" in metrics) == (setting == "stn")
+    assert not (tmp_path / "checkpoints").exists()
+    assert (run_dir / "live" / "metrics.json").exists()
+
+    model = load_model(tmp_path / "models" / setting / "fold1" / "model.pt")
+    rows = frame[frame["path"].isin(predictions["path"])].set_index("path").loc[predictions["path"]]
+    again = predict(model, store, rows.reset_index(), 8, torch.device("cpu"))
+    np.testing.assert_allclose(again["score"], predictions["score"], rtol=1e-5)
+
+
+def test_yolo_stage_leaves_out_and_counts_images_without_a_crop(data, tmp_path, monkeypatch):
+    store, frame = data
+    kept = store.paths[3:]
+    write_store(tmp_path / "data" / "crops", kept, (store[p] for p in kept), SIZE)
+    run_dir = run_stage("yolo", tmp_path, monkeypatch)
+    metrics = yaml.safe_load((run_dir / "metrics.json").read_text())
+    assert metrics["n_excluded"] == 3
+    assert metrics["n_train"] + metrics["n_val"] + metrics["n_test"] == 37
+    predictions = pd.read_csv(run_dir / "predictions.csv")
+    assert not set(predictions["path"]) & set(store.paths[:3])
