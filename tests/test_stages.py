@@ -3,8 +3,10 @@ on a hand-made CheXpert folder with broken files in it."""
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -127,3 +129,51 @@ def test_bad_csv_stops_with_one_line_naming_the_file(tmp_path, edit, message):
     assert result.stderr.startswith("error: ")
     assert "train.csv" in result.stderr
     assert message in result.stderr
+
+
+def test_a_killed_stage_leaves_no_output_and_the_rerun_completes(tmp_path):
+    chexpert = make_chexpert(tmp_path / "src", n_patients=60)
+    cwd = project(tmp_path, chexpert)
+    params = yaml.safe_load((cwd / "params.yaml").read_text())
+    params["resize"]["size"] = 512  # slow enough to be caught while writing
+    (cwd / "params.yaml").write_text(yaml.safe_dump(params))
+    assert stage("binarize", cwd).returncode == 0
+    env = os.environ | {"PYTHONPATH": str(ROOT)}
+    process = subprocess.Popen(
+        [sys.executable, str(ROOT / "stages/resize.py")],
+        cwd=cwd,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    partial = cwd / "data/resized.partial"
+    deadline = time.monotonic() + 60
+    while not (partial / "images.npy").exists() and process.poll() is None:
+        assert time.monotonic() < deadline
+        time.sleep(0.005)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    if process.returncode != -signal.SIGKILL:
+        pytest.skip("the stage finished before it could be killed")
+    assert not (cwd / "data/resized").exists()
+    assert not (cwd / "reports/resize.json").exists()
+    assert stage("resize", cwd).returncode == 0
+    assert len(ImageStore(cwd / "data/resized")) == 60
+    assert not partial.exists()
+
+
+def test_front_stages_are_deterministic(tmp_path):
+    chexpert = make_chexpert(tmp_path / "src", n_patients=30)
+    outputs = []
+    for name in ("a", "b"):
+        (tmp_path / name).mkdir()
+        cwd = project(tmp_path / name, chexpert)
+        for step in ("binarize", "resize", "split"):
+            assert stage(step, cwd).returncode == 0
+        outputs.append(
+            [
+                (cwd / f).read_bytes()
+                for f in ("data/labels.csv", "data/folds.csv", "data/resized/images.npy")
+            ]
+        )
+    assert outputs[0] == outputs[1]
