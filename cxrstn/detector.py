@@ -78,6 +78,15 @@ def resolve_device(device: str) -> str:
     return "cpu"
 
 
+def trainer_settings(params: dict) -> dict:
+    """The ultralytics trainer settings in `params`: the `TRAIN_KEYS` plus `params["augment"]`."""
+    settings = {key: params[key] for key in TRAIN_KEYS if key in params}
+    augment = params.get("augment") or {}
+    if twice := sorted(settings.keys() & augment.keys()):
+        raise ValueError(f"detector params set {twice} both directly and under augment")
+    return settings | augment
+
+
 def train_detector(data_yaml: str | os.PathLike, out_dir: str | os.PathLike, params: dict) -> dict:
     """Train the one-class thorax detector on `data_yaml`; ultralytics' run folder is `out_dir`.
 
@@ -115,8 +124,7 @@ def train_detector(data_yaml: str | os.PathLike, out_dir: str | os.PathLike, par
         val=False,
         plots=False,
         verbose=False,
-        **{key: params[key] for key in TRAIN_KEYS if key in params},
-        **params.get("augment", {}),
+        **trainer_settings(params),
     )
     train_seconds = time.perf_counter() - started
     progress.close()

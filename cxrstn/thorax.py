@@ -201,7 +201,8 @@ def crop_table(
 
     An image whose best box reaches `conf` is `cropped`; any other is `dropped` (the
     paper: left out of the yolo setting) or kept uncropped as `full`, as `low_conf` says.
-    A missing detection has an empty box and conf 0.
+    A missing detection has an empty box and conf 0. Box (0.1 px) and conf (4 decimals) are
+    rounded before the decision, so the table alone reproduces every status and crop.
     """
     if low_conf not in LOW_CONF_POLICIES:
         choices = sorted(LOW_CONF_POLICIES)
@@ -212,7 +213,7 @@ def crop_table(
     for path, detection in zip(paths, detections, strict=True):
         box = [round(v, 1) for v in detection[:4]] if detection else [None] * 4
         score = round(detection[4], 4) if detection else 0.0
-        status = "cropped" if detection and detection[4] >= conf else LOW_CONF_POLICIES[low_conf]
+        status = "cropped" if detection and score >= conf else LOW_CONF_POLICIES[low_conf]
         rows.append([path, *box, score, status])
     return pd.DataFrame(rows, columns=CROP_COLUMNS)
 

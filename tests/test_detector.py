@@ -22,6 +22,7 @@ from cxrstn.detector import (
     resolve_device,
     setup_ultralytics,
     train_detector,
+    trainer_settings,
 )
 from cxrstn.thorax import build_yolo_dataset
 
@@ -79,7 +80,7 @@ def test_setup_keeps_ultralytics_offline_and_quiet():
     setup_ultralytics()
     from ultralytics import settings
 
-    assert (CACHE_DIR / "ultralytics" / "Ultralytics" / "Arial.ttf").stat().st_size > 0
+    assert (Path(os.environ["YOLO_CONFIG_DIR"]) / "Ultralytics" / "Arial.ttf").stat().st_size > 0
     assert settings["dvc"] is False and settings["sync"] is False
     assert str(settings["runs_dir"]).startswith(str(CACHE_DIR))
 
@@ -126,6 +127,14 @@ def test_exported_weights_are_reproducible_and_detect_in_input_pixels(trained, t
         x0, y0, x1, y1, conf = box
         height, width = image.shape
         assert 0 <= x0 < x1 <= width and 0 <= y0 < y1 <= height and 0 < conf <= 1
+
+
+def test_trainer_settings_merge_direct_keys_and_augment():
+    settings = trainer_settings({**TINY, "val_fraction": 0.2, "augment": {"cls": 0.25}})
+    assert settings["cls"] == 0.25 and settings["epochs"] == 2 and "val_fraction" not in settings
+    assert "model" not in settings and "augment" not in settings
+    with pytest.raises(ValueError, match="cls"):
+        trainer_settings({**TINY, "cls": 0.5, "augment": {"cls": 0.25}})
 
 
 def test_missing_weights_are_a_clear_error(tmp_path):
