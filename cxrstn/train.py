@@ -40,7 +40,7 @@ class TrainResult:
     model: nn.Module  # holding the best-validation weights
     best_epoch: int  # 1-based
     val_auc: float
-    history: list[dict]  # per epoch: train_loss, val_loss, val_auc
+    history: list[dict]  # per epoch: train/loss, val/loss, val/auc (as logged to dvclive)
     train_seconds: float  # training and validation passes, summed over resumed parts
     train_images_per_second: float  # images through the training passes per second
 
