@@ -21,4 +21,12 @@ for _key, _value in {
 }.items():
     os.environ.setdefault(_key, str(_value))
 
+from PIL import Image  # noqa: E402
+
+if Image.open.__module__ != "PIL.Image":
+    raise ImportError("import cxrstn before ultralytics: it replaces PIL.Image.open")
+# Pillow's own opener. Importing ultralytics replaces Image.open with a wrapper that, on a
+# file Pillow cannot identify, tries to fetch and register a HEIF plugin instead of raising.
+PIL_OPEN = Image.open
+
 __version__ = "0.1.0"

@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from cxrstn import PIL_OPEN
 from cxrstn.io import atomic_path
 
 MIN_SIDE = 32
@@ -61,7 +62,7 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
 
 def _read_pil(path: Path) -> np.ndarray:
     try:
-        with Image.open(path) as image:
+        with PIL_OPEN(path) as image:
             image.load()  # decode everything now, so a truncated file fails here
             ImageOps.exif_transpose(image, in_place=True)
             if image.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):

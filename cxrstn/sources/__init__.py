@@ -15,8 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
+from cxrstn import PIL_OPEN
 from cxrstn.images import ImageError, read_image
 
 MASK_THRESHOLD = 128
@@ -73,7 +73,7 @@ def image_shape(path: str | os.PathLike) -> tuple[int, int]:
     if suffix == ".dcm":
         return read_image(path).shape
     try:
-        with Image.open(path) as image:
+        with PIL_OPEN(path) as image:
             width, height = image.size
             rotated = image.getexif().get(0x0112) in (5, 6, 7, 8)  # EXIF orientation: 90 degrees
     except OSError as error:
