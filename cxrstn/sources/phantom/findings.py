@@ -11,23 +11,11 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
+from cxrstn.sources import chexpert
 from cxrstn.sources.phantom.geometry import open_spline
 from cxrstn.sources.phantom.render import Scene, gaussian_noise_field
 
-FINDINGS = (
-    "Enlarged Cardiomediastinum",
-    "Cardiomegaly",
-    "Lung Opacity",
-    "Lung Lesion",
-    "Edema",
-    "Consolidation",
-    "Pneumonia",
-    "Atelectasis",
-    "Pneumothorax",
-    "Pleural Effusion",
-    "Pleural Other",
-    "Fracture",
-)
+FINDINGS = tuple(chexpert.FINDINGS)  # drawn in the CSV order
 SUPPORT_DEVICES = "Support Devices"
 TUBERCULOSIS = "Tuberculosis"
 NODULE = "Nodule"
