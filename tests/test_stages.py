@@ -177,3 +177,46 @@ def test_front_stages_are_deterministic(tmp_path):
             ]
         )
     assert outputs[0] == outputs[1]
+
+
+def tiny_training_project(path: Path, chexpert: Path) -> Path:
+    path.mkdir()
+    cwd = project(path, chexpert)
+    params = yaml.safe_load((cwd / "params.yaml").read_text())
+    params["classifier"] |= {"width": 0.0625, "input_size": 32, "epochs": 4, "batch_size": 8}
+    params["train"] |= {"threads": 1, "workers": 0}
+    (cwd / "params.yaml").write_text(yaml.safe_dump(params))
+    for step in ("binarize", "resize", "split"):
+        assert stage(step, cwd).returncode == 0
+    return cwd
+
+
+def test_a_killed_training_run_resumes_to_the_same_predictions(tmp_path):
+    chexpert = make_chexpert(tmp_path / "src", n_patients=60)
+    train = [sys.executable, str(ROOT / "stages/train.py"), "--setting", "stn", "--fold", "0"]
+    env = os.environ | {"PYTHONPATH": str(ROOT)}
+
+    whole = tiny_training_project(tmp_path / "whole", chexpert)
+    assert subprocess.run(train, cwd=whole, env=env, capture_output=True).returncode == 0
+
+    killed = tiny_training_project(tmp_path / "killed", chexpert)
+    process = subprocess.Popen(
+        train, cwd=killed, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    checkpoint = killed / "checkpoints/stn/fold0/last.pt"
+    deadline = time.monotonic() + 120
+    while not checkpoint.exists() and process.poll() is None:
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    if process.returncode != -signal.SIGKILL:
+        pytest.skip("training finished before it could be killed")
+    assert not (killed / "reports/runs/stn/fold0/predictions.csv").exists()
+    result = subprocess.run(train, cwd=killed, env=env, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert "resum" in (result.stdout + result.stderr).lower()
+    predictions = [
+        pd.read_csv(d / "reports/runs/stn/fold0/predictions.csv") for d in (whole, killed)
+    ]
+    pd.testing.assert_frame_equal(*predictions)
