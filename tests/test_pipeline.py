@@ -180,6 +180,14 @@ def test_outputs_of_later_stages(project):
     assert "http://" not in html.split("<body")[0]
 
 
+def test_detector_and_crops_are_deterministic(project):
+    d, env = project["dir"], project["env"]
+    before = [(d / f).read_bytes() for f in ("models/detector.pt", "data/crops.csv")]
+    run(["dvc", "repro", "--force", "--single-item", "train_detector", "crop"], d, env)
+    after = [(d / f).read_bytes() for f in ("models/detector.pt", "data/crops.csv")]
+    assert before == after
+
+
 def test_stn_parameter_reruns_only_the_stn_and_what_follows(project):
     log = run(["dvc", "exp", "run", "-S", "stn.sy_init=0.2"], project["dir"], project["env"])
     assert ran_stages(log) == STN_RUNS | {"evaluate", "report"}
