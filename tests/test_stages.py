@@ -131,6 +131,18 @@ def test_bad_csv_stops_with_one_line_naming_the_file(tmp_path, edit, message):
     assert message in result.stderr
 
 
+def kill_when_written(process: subprocess.Popen, path: Path, timeout: float = 120) -> None:
+    """SIGKILL `process` as soon as `path` appears (skip the test if it ends first)."""
+    deadline = time.monotonic() + timeout
+    while not path.exists() and process.poll() is None:
+        assert time.monotonic() < deadline
+        time.sleep(0.005)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    if process.returncode != -signal.SIGKILL:
+        pytest.skip("the process finished before it could be killed")
+
+
 def test_a_killed_stage_leaves_no_output_and_the_rerun_completes(tmp_path):
     chexpert = make_chexpert(tmp_path / "src", n_patients=60)
     cwd = project(tmp_path, chexpert)
@@ -147,14 +159,7 @@ def test_a_killed_stage_leaves_no_output_and_the_rerun_completes(tmp_path):
         stderr=subprocess.DEVNULL,
     )
     partial = cwd / "data/resized.partial"
-    deadline = time.monotonic() + 60
-    while not (partial / "images.npy").exists() and process.poll() is None:
-        assert time.monotonic() < deadline
-        time.sleep(0.005)
-    process.send_signal(signal.SIGKILL)
-    process.wait()
-    if process.returncode != -signal.SIGKILL:
-        pytest.skip("the stage finished before it could be killed")
+    kill_when_written(process, partial / "images.npy")
     assert not (cwd / "data/resized").exists()
     assert not (cwd / "reports/resize.json").exists()
     assert stage("resize", cwd).returncode == 0
@@ -203,15 +208,7 @@ def test_a_killed_training_run_resumes_to_the_same_predictions(tmp_path):
     process = subprocess.Popen(
         train, cwd=killed, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
-    checkpoint = killed / "checkpoints/stn/fold0/last.pt"
-    deadline = time.monotonic() + 120
-    while not checkpoint.exists() and process.poll() is None:
-        assert time.monotonic() < deadline
-        time.sleep(0.01)
-    process.send_signal(signal.SIGKILL)
-    process.wait()
-    if process.returncode != -signal.SIGKILL:
-        pytest.skip("training finished before it could be killed")
+    kill_when_written(process, killed / "checkpoints/stn/fold0/last.pt")
     assert not (killed / "reports/runs/stn/fold0/predictions.csv").exists()
     result = subprocess.run(train, cwd=killed, env=env, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
