@@ -14,7 +14,7 @@ from cxrstn.images import read_image
 from cxrstn.sources import chexpert, lung_samples, montgomery, shenzhen
 from cxrstn.sources.phantom import findings as F
 from cxrstn.sources.phantom import generate, render_frontal
-from cxrstn.sources.phantom.datasets import plan_chexpert
+from cxrstn.sources.phantom.datasets import TB_COMPANIONS, plan_chexpert, tb_findings
 from cxrstn.sources.phantom.labels import (
     NEITHER_SHARE,
     TABLE_I,
@@ -290,3 +290,31 @@ def test_shenzhen_png_modes_read_as_grey(tmp_path):
             modes.add(image.mode)
         assert read_image(path).ndim == 2
     assert modes >= {"L", "P"}
+
+
+def test_tb_films_draw_the_companions_their_reading_names():
+    rng = np.random.default_rng(0)
+    assert tb_findings(rng, 0, 1.5) == ({}, [])
+    draws = [tb_findings(rng, 1, 1.5) for _ in range(2000)]
+    for findings, words in draws:
+        assert findings[F.TUBERCULOSIS] == 1.5 and set(findings.values()) == {1.5}
+        named = [TB_COMPANIONS[name][1] for name in findings if name != F.TUBERCULOSIS]
+        assert words == named
+    for name, (probability, _) in TB_COMPANIONS.items():
+        share = np.mean([name in findings for findings, _ in draws])
+        assert share == pytest.approx(probability, abs=0.04), name
+
+
+def test_tb_readings_agree_with_the_drawn_findings(tiny):
+    truth = pd.read_csv(tiny / "truth.csv", keep_default_na=False)
+    folders = {"montgomery": "MontgomerySet", "shenzhen": "ChinaSet_AllFiles"}
+    checked = 0
+    for row in truth[truth["dataset"].isin(folders)].itertuples():
+        name = Path(row.file).stem
+        text = (tiny / folders[row.dataset] / "ClinicalReadings" / f"{name}.txt").read_text()
+        drawn = set(filter(None, row.findings.split(";")))
+        assert (F.TUBERCULOSIS in drawn) == (row.label == "1")
+        for companion, (_, words) in TB_COMPANIONS.items():
+            assert (companion in drawn) == (words in text), (row.file, companion)
+        checked += 1
+    assert checked == 6

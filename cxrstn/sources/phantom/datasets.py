@@ -42,8 +42,7 @@ TB_READINGS = (
     "left PTB",
     "PTB in the right upper field",
     "PTB in the left upper field",
-    "bilateral secondary PTB with right upper atelectasis",
-    "right PTB with pleural thickening",
+    "bilateral secondary PTB",
 )
 MONTGOMERY_TB_READINGS = (
     "bilateral changes of cavitary TB in upper lobes.",
@@ -52,6 +51,12 @@ MONTGOMERY_TB_READINGS = (
     "inactive scars RML. has completed treatment",
     "bilateral upper lobe fibrosis, old TB.",
 )
+TB_COMPANIONS = {  # finding: (probability on a TB film, its words in the reading)
+    "Pleural Effusion": (0.3, "pleural effusion"),
+    "Atelectasis": (0.2, "atelectasis"),
+    "Pleural Other": (0.25, "pleural thickening"),
+    "Consolidation": (0.2, "consolidation"),
+}
 
 PA_LAYOUT = Layout()
 AP_LAYOUT = Layout(box_width=(0.70, 0.86), top=(0.05, 0.14), rotation_deg=5.0)
@@ -266,13 +271,31 @@ def plan_montgomery(seed: int, images: int, size, contrast: float) -> list[Task]
     ]
 
 
+def tb_findings(rng, label: int, contrast: float) -> tuple[dict[str, float], list[str]]:
+    """The findings of a TB (label 1) film and the words its reading adds for them.
+
+    Real TB films are not infiltrates alone: their readings name effusions, atelectasis,
+    pleural thickening and consolidation (e.g. Shenzhen "PTB with right upper atelectasis").
+    Drawing these companions, each named in the reading, also shows the detector lung
+    fields whose bases and edges are hidden, as CheXpert's effusions and collapses hide them.
+    """
+    if not label:
+        return {}, []
+    findings, words = {TUBERCULOSIS: contrast}, []
+    for name, (probability, text) in TB_COMPANIONS.items():
+        if rng.random() < probability:
+            findings[name] = contrast
+            words.append(text)
+    return findings, words
+
+
 def _montgomery(task: Task, root: Path, rng) -> dict:
     label = task.spec["label"]
     width, height = task.size
     landscape = rng.random() < 0.1
     if landscape:
         width, height = height, width
-    findings = {TUBERCULOSIS: task.contrast} if label else {}
+    findings, companions = tb_findings(rng, label, task.contrast)
     radiograph = render_frontal(
         rng,
         width,
@@ -290,6 +313,8 @@ def _montgomery(task: Task, root: Path, rng) -> dict:
     _save_mask(masks / "leftMask" / path.name, radiograph.left_lung)
     _save_mask(masks / "rightMask" / path.name, radiograph.right_lung)
     reading = str(rng.choice(MONTGOMERY_TB_READINGS)) if label else "normal"
+    if companions:
+        reading += f" {', '.join(companions)}."
     sex = "F" if rng.random() < 0.5 else "M"
     text = f"Patient's Sex: {sex} \nPatient's Age: {rng.integers(15, 90):03d}Y\n{reading}\n"
     readings = root / MONTGOMERY_DIR / "ClinicalReadings" / f"{path.stem}.txt"
@@ -325,7 +350,7 @@ def plan_shenzhen(seed: int, images: int, size, contrast: float, mask_share: flo
 def _shenzhen(task: Task, root: Path, rng) -> dict:
     label = task.spec["label"]
     width, height = task.size
-    findings = {TUBERCULOSIS: task.contrast} if label else {}
+    findings, companions = tb_findings(rng, label, task.contrast)
     words = ["L"] if rng.random() < 0.6 else []
     radiograph = render_frontal(
         rng,
@@ -353,6 +378,8 @@ def _shenzhen(task: Task, root: Path, rng) -> dict:
         _save_mask(root / SHENZHEN_MASK_DIR / f"{path.stem}_mask.png", radiograph.lungs)
     sex = "male" if rng.random() < 0.7 else "female"
     reading = str(rng.choice(TB_READINGS)) if label else "normal"
+    if companions:
+        reading += f" with {' and '.join(companions)}"
     readings = root / SHENZHEN_DIR / "ClinicalReadings" / f"{path.stem}.txt"
     readings.parent.mkdir(parents=True, exist_ok=True)
     readings.write_bytes(f"{sex} {rng.integers(10, 80)}yrs\r\n{reading}".encode())
