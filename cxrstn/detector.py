@@ -162,7 +162,12 @@ def load_detector(weights: str | os.PathLike):
 
 
 def detect(
-    model, images: Iterable[np.ndarray], imgsz: int, batch: int = 16, device: str = "auto"
+    model,
+    images: Iterable[np.ndarray],
+    imgsz: int,
+    batch: int = 16,
+    device: str = "auto",
+    tta: bool = False,
 ) -> list[tuple[float, float, float, float, float] | None]:
     """The most confident box `(x0, y0, x1, y1, conf)` per image, or None where there is none.
 
@@ -170,6 +175,8 @@ def detect(
     memory) are uint8 grayscale (2-D) or BGR arrays of any size; boxes come back in each
     input image's pixel coordinates. Detections of any confidence are kept (the caller
     applies its own threshold), so a low-confidence box is still reported as such.
+    `tta` is YOLOv5's test-time augmentation (`detect.py --augment`): the image is also
+    seen flipped and at two smaller scales, and the most confident box of the three is kept.
     """
     setup_ultralytics()
     device = resolve_device(device)
@@ -179,7 +186,13 @@ def detect(
     while chunk := list(itertools.islice(images, batch)):
         chunk = [np.repeat(im[:, :, None], 3, axis=2) if im.ndim == 2 else im for im in chunk]
         predictions = model.predict(
-            chunk, imgsz=imgsz, conf=0.001, max_det=1, device=device, verbose=False
+            chunk,
+            imgsz=imgsz,
+            conf=0.001,
+            max_det=1,
+            augment=tta,
+            device=device,
+            verbose=False,
         )
         for prediction in predictions:
             boxes = prediction.boxes

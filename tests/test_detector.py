@@ -119,14 +119,15 @@ def test_exported_weights_are_reproducible_and_detect_in_input_pixels(trained, t
 
     model = load_detector(first)
     images = [ellipse_sample(i).image for i in range(3)] + [np.zeros((200, 120), np.uint8)]
-    boxes = detect(model, iter(images), imgsz=64, batch=3, device="cpu")
-    assert len(boxes) == 4
-    for image, box in zip(images, boxes, strict=True):
-        if box is None:
-            continue
-        x0, y0, x1, y1, conf = box
-        height, width = image.shape
-        assert 0 <= x0 < x1 <= width and 0 <= y0 < y1 <= height and 0 < conf <= 1
+    for tta in (False, True):
+        boxes = detect(model, iter(images), imgsz=64, batch=3, device="cpu", tta=tta)
+        assert len(boxes) == 4
+        for image, box in zip(images, boxes, strict=True):
+            if box is None:
+                continue
+            x0, y0, x1, y1, conf = box
+            height, width = image.shape
+            assert 0 <= x0 < x1 <= width and 0 <= y0 < y1 <= height and 0 < conf <= 1
 
 
 def test_trainer_settings_merge_direct_keys_and_augment():
