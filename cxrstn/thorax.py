@@ -235,7 +235,8 @@ def plot_box_overlays(
     """Save a grid of dataset images with their thorax boxes: one row per source.
 
     Drawn from the written dataset (resized image + normalised label), so the figure shows
-    exactly what the detector is trained on.
+    exactly what the detector is trained on. The images are spread evenly over each
+    source's file names, which list normal films apart from nodule or TB ones, so both show.
     """
     import matplotlib
 
@@ -251,9 +252,9 @@ def plot_box_overlays(
         len(sources), per_source, figsize=(2.2 * per_source, 2.4 * len(sources)), squeeze=False
     )
     for axes_row, source in zip(axes, sources, strict=True):
-        for ax, row in zip(
-            axes_row, boxes[boxes["source"] == source].head(per_source).itertuples(), strict=False
-        ):
+        rows = boxes[boxes["source"] == source]
+        spread = np.unique(np.linspace(0, len(rows) - 1, per_source).round().astype(int))
+        for ax, row in zip(axes_row, rows.iloc[spread].itertuples(), strict=False):
             image = cv2.imread(
                 str(dataset_dir / "images" / row.split / f"{row.name}.png"), cv2.IMREAD_GRAYSCALE
             )
