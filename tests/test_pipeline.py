@@ -50,6 +50,7 @@ TINY = {
     "train": {"threads": 1},
 }
 STN_RUNS = {f"train_stn@{k}" for k in range(5)}
+YOLO_RUNS = {f"train_yolo@{k}" for k in range(5)}
 
 
 def _network_can_be_cut():
@@ -191,3 +192,19 @@ def test_detector_and_crops_are_deterministic(project):
 def test_stn_parameter_reruns_only_the_stn_and_what_follows(project):
     log = run(["dvc", "exp", "run", "-S", "stn.sy_init=0.2"], project["dir"], project["env"])
     assert ran_stages(log) == STN_RUNS | {"evaluate", "report"}
+
+
+def test_crop_threshold_reruns_only_the_crop_and_what_uses_it(project):
+    d, env = project["dir"], project["env"]
+    outputs = ("data/crops.csv", "data/crops/images.npy", "data/crops/index.csv")
+    before = [(d / f).read_bytes() for f in outputs]
+    log = run(["dvc", "exp", "run", "-S", "crop.conf=0.0"], d, env)
+    after = [(d / f).read_bytes() for f in outputs]
+    crops = pd.read_csv(d / "data/crops.csv")
+    # at conf 0 every image the detector finds a box on is cropped
+    assert (crops["status"] == "cropped").sum() == crops["x0"].notna().sum()
+    # the yolo runs read the crop images; the report also reads the table
+    images_changed, table_changed = before[1:] != after[1:], before[0] != after[0]
+    expected = {"crop"} | (YOLO_RUNS | {"evaluate"} if images_changed else set())
+    expected |= {"report"} if images_changed or table_changed else set()
+    assert ran_stages(log) == expected
