@@ -1,9 +1,10 @@
 """Stage crop: thorax crops of every CheXpert image for the yolo setting.
 
-Runs models/detector.pt on data/resized/; an image whose best box reaches crop.conf is
-cut to the square around the box and resized back to resize.size, any other is dropped or
-kept whole as crop.low_conf says. Writes data/crops.csv (every image, its box, conf and
-status), data/crops/ (image store of the images the yolo setting uses) and reports/crop.json.
+Runs models/detector.pt on data/resized/ (with test-time augmentation if crop.tta); an
+image whose best box reaches crop.conf is cut to the square around the box and resized
+back to resize.size, any other is dropped or kept whole as crop.low_conf says. Writes
+data/crops.csv (every image, its box, conf and status), data/crops/ (image store of the
+images the yolo setting uses) and reports/crop.json.
 """
 
 import time
@@ -27,6 +28,7 @@ def main() -> None:
         imgsz=detector["imgsz"],
         batch=crop["batch"],
         device=detector["device"],
+        tta=crop["tta"],
     )
     table = crop_table(store.paths, detections, crop["conf"], crop["low_conf"])
     kept = table[table["status"] != "dropped"]
