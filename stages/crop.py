@@ -11,7 +11,7 @@ import time
 
 from cxrstn.detector import detect, load_detector
 from cxrstn.images import ImageStore, resize_square, write_store
-from cxrstn.io import load_params, write_csv, write_json
+from cxrstn.io import load_params, run_stage, write_csv, write_json
 from cxrstn.thorax import LOW_CONF_POLICIES, crop_table, crop_to_thorax
 
 
@@ -65,4 +65,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_stage(main)

@@ -11,7 +11,7 @@ and said so; a setting with a missing fold is an error.
 
 import pandas as pd
 
-from cxrstn.io import load_params, write_csv, write_json
+from cxrstn.io import load_params, run_stage, write_csv, write_json
 from cxrstn.metrics import (
     SETTINGS,
     available_settings,
@@ -53,4 +53,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_stage(main)

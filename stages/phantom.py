@@ -7,7 +7,7 @@ contact sheet `reports/figures/phantom_contact_sheet.png`.
 
 import time
 
-from cxrstn.io import atomic_path, load_params
+from cxrstn.io import atomic_path, load_params, run_stage
 from cxrstn.sources.phantom import contact_sheet, generate
 
 OUT = "data/phantom"
@@ -34,4 +34,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_stage(main)

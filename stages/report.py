@@ -19,7 +19,7 @@ from cxrstn.figures import (
     training_figure,
 )
 from cxrstn.images import ImageStore
-from cxrstn.io import atomic_path, load_params, read_json, write_csv
+from cxrstn.io import atomic_path, load_params, read_json, run_stage, write_csv
 from cxrstn.metrics import called_abnormal, finding_analysis, load_runs, run_dir, summary
 from cxrstn.report import (
     STAGE_REPORTS,
@@ -82,4 +82,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_stage(main)

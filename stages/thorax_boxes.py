@@ -8,7 +8,7 @@ stage stops when the excluded share exceeds data.max_excluded.
 
 import pandas as pd
 
-from cxrstn.io import atomic_path, check_excluded, load_params, write_json
+from cxrstn.io import atomic_path, check_excluded, load_params, run_stage, write_json
 from cxrstn.sources import lung_samples
 from cxrstn.thorax import build_yolo_dataset, plot_box_overlays
 
@@ -37,4 +37,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_stage(main)

@@ -18,7 +18,7 @@ from sklearn.metrics import roc_auc_score
 
 from cxrstn.folds import split_of
 from cxrstn.images import ImageStore
-from cxrstn.io import atomic_path, load_params, write_csv, write_json
+from cxrstn.io import atomic_path, load_params, run_stage, write_csv, write_json
 from cxrstn.models import STN, gflops
 from cxrstn.train import ST_PARAMS, choose_device, model_file, predict, train_run
 
@@ -110,4 +110,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_stage(main)

@@ -9,7 +9,7 @@ import tempfile
 from pathlib import Path
 
 from cxrstn.detector import export_weights, train_detector
-from cxrstn.io import atomic_path, load_params, write_json
+from cxrstn.io import atomic_path, load_params, run_stage, write_json
 
 
 def main() -> None:
@@ -28,4 +28,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_stage(main)

@@ -131,6 +131,23 @@ def test_bad_csv_stops_with_one_line_naming_the_file(tmp_path, edit, message):
     assert message in result.stderr
 
 
+@pytest.mark.parametrize(
+    ("name", "section", "edit", "message"),
+    [
+        ("phantom", "phantom", {"finding_contrast": -1}, "finding_contrast"),
+        ("train_detector", "detector", {"weights": "missing.pt"}, "missing.pt"),
+    ],
+)
+def test_later_stages_stop_bad_settings_with_one_line(tmp_path, name, section, edit, message):
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    params[section] |= edit
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    result = stage(name, tmp_path)
+    assert result.returncode == 1
+    assert result.stderr.startswith("error: ") and "Traceback" not in result.stderr
+    assert message in result.stderr
+
+
 def kill_when_written(process: subprocess.Popen, path: Path, timeout: float = 120) -> None:
     """SIGKILL `process` as soon as `path` appears (skip the test if it ends first)."""
     deadline = time.monotonic() + timeout
