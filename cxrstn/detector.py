@@ -21,6 +21,7 @@ import torch
 from tqdm import tqdm
 
 from cxrstn import CACHE_DIR
+from cxrstn.train import choose_device
 
 TRAIN_KEYS = (
     "epochs", "imgsz", "batch", "nbs", "lr0", "lrf", "optimizer", "momentum", "weight_decay",
@@ -68,14 +69,12 @@ def setup_ultralytics() -> None:
 
 
 def resolve_device(device: str) -> str:
-    """Ultralytics' device for `auto` (first CUDA GPU, else Apple MPS, else CPU), else as given."""
+    """Ultralytics' device string: `auto` as the classifiers pick it (first CUDA GPU, else
+    Apple MPS, else CPU), any other value as given."""
     if device != "auto":
         return str(device)
-    if torch.cuda.is_available():
-        return "0"
-    if torch.backends.mps.is_available():
-        return "mps"
-    return "cpu"
+    chosen = choose_device("auto")
+    return "0" if chosen.type == "cuda" else chosen.type
 
 
 def trainer_settings(params: dict) -> dict:
