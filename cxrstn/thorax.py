@@ -165,11 +165,11 @@ def build_yolo_dataset(
         role = roles[(sample.source, sample.key)]
         name = file_stem(sample.source, sample.key)
         image_file = out_dir / "images" / role / f"{name}.png"
-        if (out_dir / "labels" / role / f"{name}.txt").exists():
+        label_file = out_dir / "labels" / role / f"{name}.txt"
+        if label_file.exists():
             raise ValueError(f"{sample.image_path}: two images map to the file name {name}")
         if not cv2.imwrite(str(image_file), image):
             raise OSError(f"{image_file}: could not write the image")
-        label_file = out_dir / "labels" / role / f"{name}.txt"
         label_file.write_text(yolo_label(box, width, height) + "\n")
         counts[sample.source][role] += 1
         rows.append([sample.source, sample.key, name, role, width, height, *box])
