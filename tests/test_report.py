@@ -254,7 +254,7 @@ def test_threshold_on_val_is_used_for_metrics_json(project, monkeypatch):
 
 def test_missing_fold_names_the_run(project, monkeypatch):
     (project / "reports/runs/stn/fold1/predictions.csv").unlink()
-    with pytest.raises(FileNotFoundError, match=r"stn/fold1.*run stn fold 1 is missing"):
+    with pytest.raises(SystemExit, match=r"^error: .*stn/fold1.*run stn fold 1 is missing"):
         run_stage("evaluate", project, monkeypatch)
 
 
@@ -263,7 +263,8 @@ def test_run_on_the_wrong_fold_is_refused(project, monkeypatch):
     moved = folds.index[folds["fold"] == 0][0]
     folds.loc[moved, "fold"] = 1
     folds.to_csv(project / "data/folds.csv", index=False)
-    with pytest.raises(ValueError, match="run baseline fold 0: 1 test images .* not in fold 0"):
+    message = "^error: run baseline fold 0: 1 test images .* not in fold 0"
+    with pytest.raises(SystemExit, match=message):
         run_stage("evaluate", project, monkeypatch)
 
 
