@@ -8,6 +8,7 @@ where `path` is the image's dataset-relative key (for CheXpert the CSV's `Path`)
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Iterable
 from pathlib import Path
@@ -47,9 +48,7 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
         raise ImageError(f"{path}: empty file (0 bytes)")
     suffix = path.suffix.lower()
     if suffix == ".img":
-        from cxrstn.sources import jsrt  # lazy: the sources package imports this module
-
-        image = jsrt.to_display(jsrt.read_img(path))
+        image = raw_img_to_display(read_raw_img(path))
     elif suffix == ".dcm":
         image = _read_dicom(path)
     else:
@@ -58,6 +57,43 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
     if min(height, width) < MIN_SIDE:
         raise ImageError(f"{path}: too small ({width}x{height} px, at least {MIN_SIDE} a side)")
     return image
+
+
+RAW_IMG_MAX = 4095
+"""Largest value of a raw `.IMG` file (12-bit)."""
+
+
+def raw_img_side(path: str | os.PathLike) -> int:
+    """The side n of a raw `.IMG` (JSRT's format: no header, n x n big-endian 16-bit words),
+    from its file size (2 * n**2 bytes), so smaller look-alikes read the same way."""
+    path = Path(path)
+    if not path.is_file():
+        raise ImageError(f"{path}: file not found")
+    size = path.stat().st_size
+    side = math.isqrt(size // 2)
+    if size == 0 or size != 2 * side * side:
+        raise ImageError(
+            f"{path}: {size:,} bytes is not a square image of 16-bit words (2*n*n bytes; "
+            f"a real JSRT .IMG is 8,388,608 bytes for 2048x2048)"
+        )
+    return side
+
+
+def read_raw_img(path: str | os.PathLike) -> np.ndarray:
+    """Raw 12-bit values of an `.IMG` file as a uint16 n x n array (high values dark)."""
+    side = raw_img_side(path)
+    raw = np.fromfile(path, dtype=">u2").reshape(side, side).astype(np.uint16)
+    if raw.max() > RAW_IMG_MAX:
+        raise ImageError(f"{path}: value {raw.max()} above the 12-bit maximum {RAW_IMG_MAX}")
+    return raw
+
+
+def raw_img_to_display(raw: np.ndarray) -> np.ndarray:
+    """Raw 12-bit values to uint8, high raw = dark: round((4095 - v) * 255 / 4095)."""
+    if raw.max() > RAW_IMG_MAX:
+        raise ValueError(f"value {raw.max()} above the 12-bit maximum {RAW_IMG_MAX}")
+    inverted = RAW_IMG_MAX - raw.astype(np.uint32)
+    return ((inverted * 255 + RAW_IMG_MAX // 2) // RAW_IMG_MAX).astype(np.uint8)
 
 
 def _read_pil(path: Path) -> np.ndarray:

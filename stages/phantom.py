@@ -8,7 +8,7 @@ contact sheet `reports/figures/phantom_contact_sheet.png`.
 import time
 
 from cxrstn.io import atomic_path, load_params, run_stage
-from cxrstn.sources.phantom import contact_sheet, generate
+from cxrstn.phantom import contact_sheet, generate
 
 OUT = "data/phantom"
 SHEET = "reports/figures/phantom_contact_sheet.png"

@@ -7,7 +7,14 @@ from PIL import Image
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
-from cxrstn.images import ImageError, read_image, resize_square
+from cxrstn.images import (
+    ImageError,
+    raw_img_side,
+    raw_img_to_display,
+    read_image,
+    read_raw_img,
+    resize_square,
+)
 
 
 def test_real_montgomery_full_size_png(real_samples):
@@ -187,3 +194,24 @@ def test_resize_square_interpolates_linearly_when_enlarging():
 def test_resize_square_rejects_non_uint8():
     with pytest.raises(ValueError, match="uint8 2-D"):
         resize_square(np.zeros((4, 4), dtype=np.float32), 2)
+
+
+def test_raw_img_round_trip_and_display(tmp_path):
+    raw = np.random.default_rng(0).integers(0, 4096, (64, 64)).astype(np.uint16)
+    raw.astype(">u2").tofile(tmp_path / "JPCLN001.IMG")
+    assert raw_img_side(tmp_path / "JPCLN001.IMG") == 64
+    read = read_raw_img(tmp_path / "JPCLN001.IMG")
+    assert read.dtype == np.uint16 and np.array_equal(read, raw)
+    display = raw_img_to_display(np.array([[0, 4095, 2048, 1000]], dtype=np.uint16))
+    assert display.dtype == np.uint8 and display.tolist() == [[255, 0, 127, 193]]
+
+
+def test_raw_img_wrong_size_and_values(tmp_path):
+    (tmp_path / "JPCNN002.IMG").write_bytes(b"\x00" * 1000)
+    with pytest.raises(
+        ValueError, match=r"JPCNN002\.IMG: 1,000 bytes .* 8,388,608 bytes for 2048x2048"
+    ):
+        read_raw_img(tmp_path / "JPCNN002.IMG")
+    np.full((32, 32), 5000, dtype=">u2").tofile(tmp_path / "JPCNN003.IMG")
+    with pytest.raises(ImageError, match=r"JPCNN003\.IMG: value 5000 above the 12-bit maximum"):
+        read_raw_img(tmp_path / "JPCNN003.IMG")

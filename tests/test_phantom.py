@@ -11,11 +11,10 @@ import pytest
 from PIL import Image
 
 from cxrstn.images import read_image
-from cxrstn.sources import chexpert, lung_samples, montgomery, shenzhen
-from cxrstn.sources.phantom import findings as F
-from cxrstn.sources.phantom import generate, render_frontal
-from cxrstn.sources.phantom.datasets import TB_COMPANIONS, plan_chexpert, tb_findings
-from cxrstn.sources.phantom.labels import (
+from cxrstn.phantom import findings as F
+from cxrstn.phantom import generate, render_frontal
+from cxrstn.phantom.datasets import TB_COMPANIONS, plan_chexpert, tb_findings
+from cxrstn.phantom.labels import (
     NEITHER_SHARE,
     TABLE_I,
     TABLE_I_ABNORMAL,
@@ -24,7 +23,8 @@ from cxrstn.sources.phantom.labels import (
     binary_label,
     sample_study,
 )
-from cxrstn.sources.phantom.lettering import text_probability
+from cxrstn.phantom.lettering import text_probability
+from cxrstn.sources import chexpert, lung_samples, montgomery, shenzhen
 
 TINY = {
     "seed": 3,

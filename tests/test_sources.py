@@ -7,7 +7,6 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from cxrstn.images import ImageError
 from cxrstn.sources import LungSample, chexpert, jsrt, lung_samples, montgomery, shenzhen
 
 GZ_TRAIN = "chexpert/torchxrayvision_full_train/chexpert_train.csv.gz"
@@ -163,27 +162,6 @@ def test_bad_csv_raises_naming_file_and_problem(tmp_path, lines, message):
 
 
 # --- JSRT + SCR -----------------------------------------------------------------------
-
-
-def test_jsrt_raw_round_trip_and_display(tmp_path):
-    raw = np.random.default_rng(0).integers(0, 4096, (64, 64)).astype(np.uint16)
-    raw.astype(">u2").tofile(tmp_path / "JPCLN001.IMG")
-    assert jsrt.image_side(tmp_path / "JPCLN001.IMG") == 64
-    read = jsrt.read_img(tmp_path / "JPCLN001.IMG")
-    assert read.dtype == np.uint16 and np.array_equal(read, raw)
-    display = jsrt.to_display(np.array([[0, 4095, 2048, 1000]], dtype=np.uint16))
-    assert display.dtype == np.uint8 and display.tolist() == [[255, 0, 127, 193]]
-
-
-def test_jsrt_wrong_size_and_values(tmp_path):
-    (tmp_path / "JPCNN002.IMG").write_bytes(b"\x00" * 1000)
-    with pytest.raises(
-        ValueError, match=r"JPCNN002\.IMG: 1,000 bytes .* 8,388,608 bytes for 2048x2048"
-    ):
-        jsrt.read_img(tmp_path / "JPCNN002.IMG")
-    np.full((32, 32), 5000, dtype=">u2").tofile(tmp_path / "JPCNN003.IMG")
-    with pytest.raises(ImageError, match=r"JPCNN003\.IMG: value 5000 above the 12-bit maximum"):
-        jsrt.read_img(tmp_path / "JPCNN003.IMG")
 
 
 def _jsrt_tree(tmp_path, side=64):

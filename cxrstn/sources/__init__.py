@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from cxrstn import PIL_OPEN
-from cxrstn.images import ImageError, read_image
+from cxrstn.images import ImageError, raw_img_side, read_image
 
 MASK_THRESHOLD = 128
 """Mask pixels at or above this are lung: resized masks have anti-aliased edges."""
@@ -66,9 +66,7 @@ def image_shape(path: str | os.PathLike) -> tuple[int, int]:
     path = Path(path)
     suffix = path.suffix.lower()
     if suffix == ".img":
-        from cxrstn.sources import jsrt
-
-        side = jsrt.image_side(path)
+        side = raw_img_side(path)
         return side, side
     if suffix == ".dcm":
         return read_image(path).shape

@@ -1,58 +1,18 @@
 """JSRT radiographs (raw `.IMG`) with the SCR lung masks.
 
-An `.IMG` file has no header: n x n big-endian 16-bit words holding 12-bit values, where
-high values are dark (real files: 2048 x 2048, 8,388,608 bytes). The side is inferred from
-the file size, so smaller look-alikes (the phantom's) read the same way. SCR masks are
+The raw `.IMG` format itself (no header, n x n big-endian 16-bit words holding 12-bit
+values, high values dark; real files 2048 x 2048) is decoded by `cxrstn.images`, like every
+other image format; this module knows the dataset's layout. SCR masks are
 `<scr>/fold{1,2}/masks/{left lung,right lung}/<key>.gif`, at half the image's side.
 """
 
 from __future__ import annotations
 
-import math
 import os
-from pathlib import Path
 
-import numpy as np
-
-from cxrstn.images import ImageError
 from cxrstn.sources import LungSample, files_below, unique_index
 
-MAX_VALUE = 4095
-"""Largest 12-bit value."""
-
 LUNG_FOLDERS = ("left lung", "right lung")
-
-
-def image_side(path: str | os.PathLike) -> int:
-    """The side n of a raw n x n 16-bit image, from its file size (2 * n**2 bytes)."""
-    path = Path(path)
-    if not path.is_file():
-        raise ImageError(f"{path}: file not found")
-    size = path.stat().st_size
-    side = math.isqrt(size // 2)
-    if size == 0 or size != 2 * side * side:
-        raise ImageError(
-            f"{path}: {size:,} bytes is not a square image of 16-bit words (2*n*n bytes; "
-            f"a real JSRT .IMG is 8,388,608 bytes for 2048x2048)"
-        )
-    return side
-
-
-def read_img(path: str | os.PathLike) -> np.ndarray:
-    """Raw 12-bit values of a JSRT `.IMG` file as a uint16 n x n array."""
-    side = image_side(path)
-    raw = np.fromfile(path, dtype=">u2").reshape(side, side).astype(np.uint16)
-    if raw.max() > MAX_VALUE:
-        raise ImageError(f"{path}: value {raw.max()} above the 12-bit maximum {MAX_VALUE}")
-    return raw
-
-
-def to_display(raw: np.ndarray) -> np.ndarray:
-    """Raw 12-bit values to uint8 for display, high raw = dark: round((4095 - v) * 255 / 4095)."""
-    if raw.max() > MAX_VALUE:
-        raise ValueError(f"value {raw.max()} above the 12-bit maximum {MAX_VALUE}")
-    inverted = MAX_VALUE - raw.astype(np.uint32)
-    return ((inverted * 255 + MAX_VALUE // 2) // MAX_VALUE).astype(np.uint8)
 
 
 def samples(jsrt_root: str | os.PathLike, scr_root: str | os.PathLike) -> list[LungSample]:

@@ -17,7 +17,7 @@ import pandas as pd
 
 from cxrstn.images import read_image
 from cxrstn.io import atomic_path
-from cxrstn.sources.phantom.datasets import (
+from cxrstn.phantom.datasets import (
     MONTGOMERY_DIR,
     SCR_DIR,
     SHENZHEN_MASK_DIR,

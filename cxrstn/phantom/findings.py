@@ -11,9 +11,9 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
+from cxrstn.phantom.geometry import open_spline
+from cxrstn.phantom.render import Scene, gaussian_noise_field
 from cxrstn.sources import chexpert
-from cxrstn.sources.phantom.geometry import open_spline
-from cxrstn.sources.phantom.render import Scene, gaussian_noise_field
 
 FINDINGS = tuple(chexpert.FINDINGS)  # drawn in the CSV order
 SUPPORT_DEVICES = "Support Devices"

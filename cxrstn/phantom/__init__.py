@@ -13,8 +13,8 @@ takes (see DESIGN.md sections 4 and 5). Modules, from shapes to files:
 - `sheet`: the contact sheet shown beside real radiographs.
 """
 
-from cxrstn.sources.phantom.datasets import generate
-from cxrstn.sources.phantom.radiograph import Radiograph, render_frontal, render_lateral
-from cxrstn.sources.phantom.sheet import contact_sheet
+from cxrstn.phantom.datasets import generate
+from cxrstn.phantom.radiograph import Radiograph, render_frontal, render_lateral
+from cxrstn.phantom.sheet import contact_sheet
 
 __all__ = ["Radiograph", "contact_sheet", "generate", "render_frontal", "render_lateral"]

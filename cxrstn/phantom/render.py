@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from cxrstn.sources.phantom.geometry import Anatomy, Frame
+from cxrstn.phantom.geometry import Anatomy, Frame
 
 
 @dataclass

@@ -13,16 +13,16 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from cxrstn.sources.phantom import findings as F
-from cxrstn.sources.phantom.geometry import (
+from cxrstn.phantom import findings as F
+from cxrstn.phantom.geometry import (
     Layout,
     closed_spline,
     open_spline,
     sample_anatomy,
     sample_frame,
 )
-from cxrstn.sources.phantom.lettering import burn_text
-from cxrstn.sources.phantom.render import Exposure, Scene, build_scene, expose, gaussian_noise_field
+from cxrstn.phantom.lettering import burn_text
+from cxrstn.phantom.render import Exposure, Scene, build_scene, expose, gaussian_noise_field
 
 
 @dataclass

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from cxrstn.sources.phantom.findings import FINDINGS, SUPPORT_DEVICES
+from cxrstn.phantom.findings import FINDINGS, SUPPORT_DEVICES
 
 NO_FINDING = "No Finding"
 LABEL_COLUMNS = (NO_FINDING, *FINDINGS, SUPPORT_DEVICES)

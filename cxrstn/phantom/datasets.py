@@ -18,12 +18,12 @@ import pandas as pd
 from PIL import Image
 from tqdm import tqdm
 
-from cxrstn.sources.phantom.findings import FINDINGS, NODULE, SUPPORT_DEVICES, TUBERCULOSIS
-from cxrstn.sources.phantom.geometry import Layout
-from cxrstn.sources.phantom.labels import LABEL_COLUMNS, binary_label, sample_study
-from cxrstn.sources.phantom.lettering import sample_words, text_probability
-from cxrstn.sources.phantom.radiograph import Radiograph, render_frontal, render_lateral
-from cxrstn.sources.phantom.render import Exposure
+from cxrstn.phantom.findings import FINDINGS, NODULE, SUPPORT_DEVICES, TUBERCULOSIS
+from cxrstn.phantom.geometry import Layout
+from cxrstn.phantom.labels import LABEL_COLUMNS, binary_label, sample_study
+from cxrstn.phantom.lettering import sample_words, text_probability
+from cxrstn.phantom.radiograph import Radiograph, render_frontal, render_lateral
+from cxrstn.phantom.render import Exposure
 
 CHEXPERT, JSRT, MONTGOMERY, SHENZHEN = 1, 2, 3, 4  # dataset ids in the seeds
 CHEXPERT_DIR = "CheXpert-v1.0-small"
