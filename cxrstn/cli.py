@@ -13,7 +13,8 @@ import yaml
 from PIL import Image
 
 from cxrstn.images import ImageStore
-from cxrstn.io import load_params
+from cxrstn.io import flatten, load_params
+from cxrstn.runtime import configure_tools
 
 
 def show(args: argparse.Namespace) -> None:
@@ -24,30 +25,38 @@ def show(args: argparse.Namespace) -> None:
     print(f"wrote {args.out} ({store.size}x{store.size})")
 
 
-def leaves(record: dict, prefix: str = "") -> dict:
-    """Dotted keys of a nested params dict, values as DVC's -S reads them (YAML)."""
-    out = {}
-    for key, value in record.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, dict):
-            out |= leaves(value, name + ".")
-        else:
-            out[name] = (
-                value if isinstance(value, str) else json.dumps(value, separators=(",", ":"))
-            )
-    return out
+def option_value(value) -> str:
+    """A parameter value as `dvc exp run -S key=value` reads it back (YAML), with no spaces
+    (the options pass through the shell) and floats with a dot, which YAML 1.1 needs."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, list):
+        return "[" + ",".join(option_value(item) for item in value) + "]"
+    if isinstance(value, float):
+        text = repr(value)
+        return text.replace("e", ".0e") if "e" in text and "." not in text else text
+    return json.dumps(value)  # int, bool, None
 
 
-def set_args(params: dict, other: dict) -> list[str]:
-    """`-S key=value` for every leaf of `other` whose value differs from `params`."""
-    ours = leaves(params)
-    args = []
-    for key, value in leaves(other).items():
-        if key not in ours:
-            raise SystemExit(f"error: {key} is not a parameter of params.yaml")
-        if ours[key] != value:
-            args += ["-S", f"{key}={value}"]
-    return args
+def set_args(params: dict, profile: dict) -> list[str]:
+    """`-S key=value` for every parameter whose value in `profile` differs from `params`.
+
+    A profile is a complete params file: a key missing on either side is an error, so that
+    applying the options gives exactly the profile, never a mix with the current values.
+    """
+    ours, theirs = flatten(params), flatten(profile)
+    for missing, where in (
+        (set(theirs) - set(ours), "params.yaml"),
+        (set(ours) - set(theirs), "the profile"),
+    ):
+        if missing:
+            raise SystemExit(f"error: {', '.join(sorted(missing))} not in {where}")
+    return [
+        arg
+        for key, value in theirs.items()
+        if option_value(ours[key]) != option_value(value)
+        for arg in ("-S", f"{key}={option_value(value)}")
+    ]
 
 
 def paper_args(args: argparse.Namespace) -> None:
@@ -57,6 +66,7 @@ def paper_args(args: argparse.Namespace) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
+    configure_tools()
     parser = argparse.ArgumentParser(prog="cxrstn", description=__doc__)
     commands = parser.add_subparsers(required=True)
     show_parser = commands.add_parser("show", help="write one stored image as a PNG file")

@@ -1,23 +1,21 @@
 """Compute cost of the three settings: parameters, FLOPs and wall time, from the json files.
 
 The paper claims the STN is cheaper than a thorax detector plus classifier; these tables
-put the measured numbers side by side. Training stages and the detector name some keys
-differently (`gflops` or `gflops_classifier`, `st_gflops` or `gflops_st`): both are read.
+put the measured numbers side by side. The keys are those the training stage writes to each
+run's metrics.json (`n_params`, `gflops_classifier`, `gflops_st`, `train_seconds`) and the
+detector stage to reports/detector.json (`n_params`, `gflops`, `train_seconds`).
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from cxrstn.metrics import SETTING_TITLES
+from cxrstn.settings import TITLES
 
 
-def _first(record: dict | None, *keys: str):
-    """The first of `keys` present in `record` (metric names differ between writers)."""
-    for key in keys:
-        if record and record.get(key) is not None:
-            return record[key]
-    return None
+def _get(record: dict | None, key: str):
+    """`record[key]`, or None for a report that is absent (its stage was not run)."""
+    return None if record is None else record.get(key)
 
 
 def _fmt(value, unit: str = "", digits: int = 2) -> str:
@@ -28,8 +26,8 @@ def _count(value) -> str:
     return "n/a" if value is None else f"{round(float(value)):,}"
 
 
-def _mean_of(run_info: dict, setting: str, *keys: str):
-    values = [_first(info, *keys) for (s, _), info in run_info.items() if s == setting]
+def _mean_of(run_info: dict, setting: str, key: str):
+    values = [info.get(key) for (s, _), info in run_info.items() if s == setting]
     values = [v for v in values if v is not None]
     return float(np.mean(values)) if values else None
 
@@ -48,15 +46,13 @@ def cost_rows(run_info: dict, detector: dict | None, crop: dict | None) -> dict:
     """
     settings = list(dict.fromkeys(s for s, _ in run_info))
     n_folds = {s: sum(1 for k, _ in run_info if k == s) for s in settings}
-    classifier_gflops = {s: _mean_of(run_info, s, "gflops", "gflops_classifier") for s in settings}
+    classifier_gflops = {s: _mean_of(run_info, s, "gflops_classifier") for s in settings}
     params = {s: _mean_of(run_info, s, "n_params") for s in settings}
     seconds = {s: _sum_of(run_info, s, "train_seconds") for s in settings}
-    st_gflops = _mean_of(run_info, "stn", "st_gflops", "gflops_st")
-    st_params = _mean_of(run_info, "stn", "st_params")
-    st_note = "st_params of the stn runs"
-    if st_params is None and params.get("stn") and params.get("baseline"):
-        st_params = params["stn"] - params["baseline"]
-        st_note = "n_params of the stn runs minus the baseline's (same classifier)"
+    st_gflops = _mean_of(run_info, "stn", "gflops_st")
+    st_params = None
+    if params.get("stn") and params.get("baseline"):
+        st_params = params["stn"] - params["baseline"]  # same classifier in both
 
     components = []
     if detector is None:
@@ -84,8 +80,8 @@ def cost_rows(run_info: dict, detector: dict | None, crop: dict | None) -> dict:
                 "Cropping (detector on every image)",
                 "",
                 "",
-                _fmt(_first(crop, "seconds"), " s", 0),
-                f"{_count(_first(crop, 'images'))} images",
+                _fmt(_get(crop, "seconds"), " s", 0),
+                f"{_count(_get(crop, 'images'))} images",
             ]
         )
     for setting in settings:
@@ -110,7 +106,7 @@ def cost_rows(run_info: dict, detector: dict | None, crop: dict | None) -> dict:
                 _count(st_params),
                 _fmt(st_gflops),
                 "trained with the classifier",
-                st_note,
+                "n_params of the stn runs minus the baseline's (same classifier)",
             ]
         )
 
@@ -120,16 +116,14 @@ def cost_rows(run_info: dict, detector: dict | None, crop: dict | None) -> dict:
         models = "VGG16"
         if setting == "yolo":
             models = "YOLO detector, then VGG16 on crops"
-            n_params = _add(n_params, _first(detector, "n_params"))
-            gflops = _add(gflops, _first(detector, "gflops"))
-            train = _add(train, _first(detector, "train_seconds"), _first(crop, "seconds"))
+            n_params = _add(n_params, _get(detector, "n_params"))
+            gflops = _add(gflops, _get(detector, "gflops"))
+            train = _add(train, _get(detector, "train_seconds"), _get(crop, "seconds"))
         if setting == "stn":
             models = "ST module + VGG16, one network"
             gflops = _add(gflops, st_gflops)
         totals[setting] = (n_params, gflops, train)
-        rows.append(
-            [SETTING_TITLES[setting], models, _count(n_params), _fmt(gflops), _fmt(train, " s", 0)]
-        )
+        rows.append([TITLES[setting], models, _count(n_params), _fmt(gflops), _fmt(train, " s", 0)])
     return {
         "comparison": _extra_over_baseline(totals),
         "components": (
@@ -162,7 +156,7 @@ def _extra_over_baseline(totals: dict) -> str:
             for ours, base in zip(totals[setting], totals["baseline"], strict=True)
         ]
         parts.append(
-            f"the {SETTING_TITLES[setting]} setting adds {_count(extra[0])} parameters, "
+            f"the {TITLES[setting]} setting adds {_count(extra[0])} parameters, "
             f"{_fmt(extra[1], ' GFLOPs', 3)} per image and {_fmt(extra[2], ' s', 0)} of training"
         )
     if not parts:

@@ -20,8 +20,8 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from cxrstn import CACHE_DIR
-from cxrstn.train import choose_device
+from cxrstn.device import choose_device
+from cxrstn.runtime import CACHE_DIR, configure_tools
 
 TRAIN_KEYS = (
     "epochs", "imgsz", "batch", "nbs", "lr0", "lrf", "optimizer", "momentum", "weight_decay",
@@ -46,6 +46,7 @@ def setup_ultralytics() -> None:
     logger integration is switched off (its DVCLive callback rewrites dvc.yaml), and the
     default datasets/weights/runs folders point into `.cache/`.
     """
+    configure_tools()  # ultralytics reads its folder and offline switches when imported
     config_dir = Path(os.environ["YOLO_CONFIG_DIR"]) / "Ultralytics"
     font = config_dir / "Arial.ttf"
     if not font.exists():

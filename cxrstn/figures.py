@@ -20,10 +20,10 @@ from matplotlib.ticker import MaxNLocator
 
 from cxrstn.images import square_box
 from cxrstn.io import atomic_path
+from cxrstn.metrics import GRID, mean_pr, mean_roc
+from cxrstn.settings import SHORT_NAMES
 
 SETTING_COLORS = {"baseline": "#7f7f7f", "yolo": "#1f77b4", "stn": "#d62728"}
-SETTING_NAMES = {"baseline": "Baseline", "yolo": "YOLO crop", "stn": "STN"}
-GRID = np.linspace(0.0, 100.0, 201)
 
 
 def save(figure: Figure, path: str | os.PathLike) -> None:
@@ -35,35 +35,6 @@ def save(figure: Figure, path: str | os.PathLike) -> None:
 def _subplots(rows: int = 1, columns: int = 1, figsize=None, **kwargs):
     figure = Figure(figsize=figsize)
     return figure, figure.subplots(rows, columns, **kwargs)
-
-
-def mean_roc(roc: pd.DataFrame) -> np.ndarray:
-    """Vertical average: mean TPR over runs at each false positive rate of `GRID` (percent)."""
-    curves = []
-    for _, run in roc.groupby("fold"):
-        run = run.sort_values("threshold", ascending=False, kind="stable")  # fpr rising
-        curves.append(np.interp(GRID, run["fpr"], run["tpr"]))
-    return np.mean(curves, axis=0)
-
-
-def precision_at_recall(run: pd.DataFrame, recall: np.ndarray) -> np.ndarray:
-    """Precision at the highest threshold whose recall reaches each `recall` (percent).
-
-    The same rule as the operating point, so the mean curve at 95 is the mean of the
-    runs' operating precisions (with the threshold chosen on the test fold).
-    """
-    run = run.sort_values("threshold")
-    recalls = run["recall"].to_numpy()
-    precisions = run["precision"].to_numpy()
-    # recall falls as the threshold rises: the last index with recall >= r is the highest threshold
-    reached = recalls[None, :] >= recall[:, None] - 1e-9
-    last = reached.shape[1] - 1 - np.argmax(reached[:, ::-1], axis=1)
-    return np.where(reached.any(axis=1), precisions[last], np.nan)
-
-
-def mean_pr(pr: pd.DataFrame) -> np.ndarray:
-    curves = [precision_at_recall(run, GRID) for _, run in pr.groupby("fold")]
-    return np.mean(curves, axis=0)
 
 
 def curves_figure(
@@ -81,7 +52,7 @@ def curves_figure(
         metric = "auc" if kind == "roc" else "pr_auc"
         stats = summary[setting][metric]
         label = (
-            f"{SETTING_NAMES.get(setting, setting)}: {metric.upper().replace('_', '-')} "
+            f"{SHORT_NAMES.get(setting, setting)}: {metric.upper().replace('_', '-')} "
             f"{stats['mean']:.2f} ± {stats['std']:.2f}"
         )
         mean = mean_roc(runs) if kind == "roc" else mean_pr(runs)
@@ -215,7 +186,7 @@ def findings_figure(analysis: pd.DataFrame, path: str | os.PathLike) -> None:
         axes.barh(positions - 0.2, rows["share_of_fn"], 0.4, color="#ff7f0e", label="share of FNs")
         axes.set_yticks(positions, rows["finding"])
         n_tp, n_fn = rows["n_tp"].iloc[0], rows["n_fn"].iloc[0]
-        axes.set_title(f"{SETTING_NAMES.get(setting, setting)} (TP {n_tp}, FN {n_fn})", fontsize=10)
+        axes.set_title(f"{SHORT_NAMES.get(setting, setting)} (TP {n_tp}, FN {n_fn})", fontsize=10)
         axes.set_xlabel("% of the TPs / FNs carrying the finding")
         axes.grid(axis="x", alpha=0.3)
     grid[0, 0].legend(loc="lower right", fontsize=8)
@@ -270,7 +241,7 @@ def training_figure(logs: pd.DataFrame, path: str | os.PathLike) -> None:
         if metrics:
             axes.set_visible(False)
     handles = [
-        Line2D([], [], color=SETTING_COLORS[s], label=SETTING_NAMES[s])
+        Line2D([], [], color=SETTING_COLORS[s], label=SHORT_NAMES[s])
         for s in SETTING_COLORS
         if s in set(logs["setting"])
     ]

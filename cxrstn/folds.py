@@ -71,3 +71,14 @@ def assign_folds(labels: pd.DataFrame, n_folds: int, seed: int) -> pd.DataFrame:
             "fold": labels["patient"].map(fold_of).to_numpy(),
         }
     )
+
+
+def check_fold_ids(split: dict) -> None:
+    """`split.fold_ids` (the training runs dvc.yaml creates) must be exactly 0..folds-1."""
+    expected = list(range(int(split["folds"])))
+    if list(split["fold_ids"]) != expected:
+        raise ValueError(
+            f"params.yaml: split.fold_ids is {split['fold_ids']} but split.folds = "
+            f"{split['folds']} needs {expected}; set both, e.g. "
+            f"-S split.folds=3 -S 'split.fold_ids=[0,1,2]'"
+        )

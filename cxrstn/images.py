@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import os
+import sys
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -18,8 +19,24 @@ import numpy as np
 import pandas as pd
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from cxrstn import PIL_OPEN
 from cxrstn.io import atomic_path
+
+
+def _pillow_open():
+    """Pillow's own `Image.open`, whichever library was imported first.
+
+    Importing ultralytics replaces `Image.open` with a wrapper that, on a file Pillow
+    cannot identify, tries to install a HEIF plugin instead of raising; the wrapper's
+    module keeps Pillow's function as `_image_open`.
+    """
+    opener = Image.open
+    if opener.__module__ == "PIL.Image":
+        return opener
+    return getattr(sys.modules[opener.__module__], "_image_open", opener)
+
+
+PIL_OPEN = _pillow_open()
+"""Pillow's opener, used for every image read (never a network fetch on a bad file)."""
 
 MIN_SIDE = 32
 """Smallest usable image side in pixels; anything smaller is an icon or a broken export."""

@@ -65,6 +65,27 @@ def load_params(path: str | os.PathLike = "params.yaml") -> dict:
         return yaml.safe_load(f)
 
 
+def flatten(record: dict, prefix: str = "") -> dict:
+    """Nested dicts, and lists holding dicts, as `{dotted key: leaf value}`.
+
+    `{"a": {"b": 1}, "d": [{"e": 3}]}` gives `{"a.b": 1, "d[0].e": 3}`; a list of plain
+    values (a parameter such as `stn.loc_channels`) stays one leaf. The one flattening of
+    params and stage reports: `dvc exp run -S` options, profile comparisons, report cards.
+    """
+    flat = {}
+    for key, value in record.items():
+        name = f"{prefix}.{key}" if prefix else str(key)
+        if isinstance(value, dict):
+            flat |= flatten(value, name)
+        elif isinstance(value, list) and any(isinstance(v, dict | list) for v in value):
+            for index, item in enumerate(value):
+                item_name = f"{name}[{index}]"
+                flat |= flatten(item, item_name) if isinstance(item, dict) else {item_name: item}
+        else:
+            flat[name] = value
+    return flat
+
+
 def check_excluded(excluded: int, total: int, max_share: float, what: str) -> None:
     """Stop the run when more than `max_share` of `total` items had to be excluded."""
     if total and excluded / total > max_share:
@@ -72,18 +93,3 @@ def check_excluded(excluded: int, total: int, max_share: float, what: str) -> No
             f"error: {excluded} of {total} {what} excluded ({excluded / total:.1%}), more than "
             f"data.max_excluded = {max_share:.1%}; see the stage's report for the files and reasons"
         )
-
-
-def run_stage(main) -> None:
-    """Run a stage's `main`; bad input ends it with one line naming the file and the problem.
-
-    Readers raise ValueError/FileNotFoundError (ImageError is a ValueError) with the file
-    in the message, so the line is all a user needs. Set CXRSTN_TRACEBACK=1 for the full
-    traceback when debugging the code itself.
-    """
-    try:
-        main()
-    except (ValueError, FileNotFoundError) as error:
-        if os.environ.get("CXRSTN_TRACEBACK"):
-            raise
-        raise SystemExit(f"error: {error}") from None

@@ -24,14 +24,11 @@ from sklearn.metrics import (
 )
 
 from cxrstn.folds import fold_roles
+from cxrstn.settings import SETTINGS
 
-SETTINGS = ("baseline", "yolo", "stn")
-SETTING_TITLES = {
-    "baseline": "Baseline",
-    "yolo": "Baseline with thorax detection (YOLO)",
-    "stn": "Proposed STN",
-}
 THRESHOLD_MODES = ("test", "val")
+GRID = np.linspace(0.0, 100.0, 201)
+"""False positive rates (ROC) and recalls (PR) in percent at which mean curves are taken."""
 SUMMARY_METRICS = ("auc", "pr_auc", "precision", "tp_rate", "fp_rate", "tn_rate", "fn_rate")
 PREDICTION_COLUMNS = ("path", "label", "score", "split")
 
@@ -189,7 +186,7 @@ def check_roles(runs: dict, folds: pd.DataFrame, n_folds: int) -> None:
     """Every run must test on its own fold and validate on the next (`folds.fold_roles`).
 
     Catches a run trained on another split or stale predictions from an older fold
-    assignment; images may be missing (e.g. yolo drops images without a crop).
+    assignment.
     """
     fold_of = dict(zip(folds["path"], folds["fold"], strict=True))
     for (setting, fold), predictions in runs.items():
@@ -202,6 +199,24 @@ def check_roles(runs: dict, folds: pd.DataFrame, n_folds: int) -> None:
                     f"run {setting} fold {fold}: {len(wrong)} {split} images of its "
                     f"predictions.csv are not in fold {roles[split]} of data/folds.csv, "
                     f"e.g. {wrong[0]} (fold {fold_of.get(wrong[0], 'none')})"
+                )
+
+
+def check_same_test_images(runs: dict) -> None:
+    """All settings must be scored on the same test images of each fold, as the paper's
+    Table II compares them (same prevalence in every column)."""
+    by_fold: dict[int, dict[str, set]] = {}
+    for (setting, fold), predictions in runs.items():
+        test = set(predictions.loc[predictions["split"] == "test", "path"])
+        by_fold.setdefault(fold, {})[setting] = test
+    for fold, tests in by_fold.items():
+        (first, reference), *others = tests.items()
+        for setting, paths in others:
+            if paths != reference:
+                only = sorted(paths ^ reference)
+                raise ValueError(
+                    f"fold {fold}: the {setting} run scored other test images than the {first} "
+                    f"run ({len(only)} differ, e.g. {only[0]}); re-run both"
                 )
 
 
@@ -264,6 +279,48 @@ def curve_points(runs: dict) -> tuple[pd.DataFrame, pd.DataFrame]:
             )
         )
     return pd.concat(roc_parts, ignore_index=True), pd.concat(pr_parts, ignore_index=True)
+
+
+def mean_roc(roc: pd.DataFrame) -> np.ndarray:
+    """Vertical average: mean TPR over runs at each false positive rate of `GRID` (percent)."""
+    curves = []
+    for _, run in roc.groupby("fold"):
+        run = run.sort_values("threshold", ascending=False, kind="stable")  # fpr rising
+        curves.append(np.interp(GRID, run["fpr"], run["tpr"]))
+    return np.mean(curves, axis=0)
+
+
+def precision_at_recall(run: pd.DataFrame, recall: np.ndarray) -> np.ndarray:
+    """Precision at the highest threshold whose recall reaches each `recall` (percent).
+
+    The same rule as the operating point, so the mean curve at 95 is the mean of the
+    runs' operating precisions (with the threshold chosen on the test fold).
+    """
+    run = run.sort_values("threshold")
+    recalls = run["recall"].to_numpy()
+    precisions = run["precision"].to_numpy()
+    # recall falls as the threshold rises: the last index with recall >= r is the highest threshold
+    reached = recalls[None, :] >= recall[:, None] - 1e-9
+    last = reached.shape[1] - 1 - np.argmax(reached[:, ::-1], axis=1)
+    return np.where(reached.any(axis=1), precisions[last], np.nan)
+
+
+def mean_pr(pr: pd.DataFrame) -> np.ndarray:
+    """Mean precision over runs at each recall of `GRID` (percent), by `precision_at_recall`."""
+    curves = [precision_at_recall(run, GRID) for _, run in pr.groupby("fold")]
+    return np.mean(curves, axis=0)
+
+
+def mean_curves(roc: pd.DataFrame, pr: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Mean ROC (`fpr` and one TPR column per setting) and mean PR (`recall` and one
+    precision column per setting) on `GRID`: one line per setting, for `dvc plots`."""
+    settings = list(dict.fromkeys(roc["setting"]))
+    mean_roc_table = pd.DataFrame({"fpr": GRID})
+    mean_pr_table = pd.DataFrame({"recall": GRID})
+    for setting in settings:
+        mean_roc_table[setting] = mean_roc(roc[roc["setting"] == setting])
+        mean_pr_table[setting] = mean_pr(pr[pr["setting"] == setting])
+    return mean_roc_table, mean_pr_table
 
 
 def called_abnormal(runs: dict, folds: pd.DataFrame, threshold_on: str) -> pd.DataFrame:

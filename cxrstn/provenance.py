@@ -11,20 +11,15 @@ from pathlib import Path
 
 import yaml
 
+from cxrstn.io import flatten
 
-def flatten(record, prefix: str = "") -> list[tuple[str, str]]:
-    """Nested dict/list as (dotted key, value) pairs, for showing any stage's json."""
-    if isinstance(record, dict):
-        pairs = []
-        for key, value in record.items():
-            pairs += flatten(value, f"{prefix}.{key}" if prefix else str(key))
-        return pairs
-    if isinstance(record, list) and any(isinstance(v, dict | list) for v in record):
-        pairs = []
-        for index, value in enumerate(record):
-            pairs += flatten(value, f"{prefix}[{index}]")
-        return pairs
-    return [(prefix, json.dumps(record) if isinstance(record, list) else str(record))]
+
+def shown_pairs(record: dict) -> list[tuple[str, str]]:
+    """(dotted key, value as text) for every leaf of a params dict or stage report."""
+    return [
+        (key, json.dumps(value) if isinstance(value, list) else str(value))
+        for key, value in flatten(record).items()
+    ]
 
 
 def git_commit(root: str | os.PathLike = ".") -> str:
@@ -92,8 +87,8 @@ def params_differences(params: dict, other_path: str | os.PathLike) -> list | No
     other_path = Path(other_path)
     if not other_path.is_file():
         return None
-    ours = dict(flatten(params))
-    theirs = dict(flatten(yaml.safe_load(other_path.read_text())))
+    ours = dict(shown_pairs(params))
+    theirs = dict(shown_pairs(yaml.safe_load(other_path.read_text())))
     keys = sorted(set(ours) | set(theirs))
     return [
         (key, ours.get(key, "—"), theirs.get(key, "—"))

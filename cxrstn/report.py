@@ -12,6 +12,7 @@ import html
 import json
 import math
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -19,15 +20,16 @@ import pandas as pd
 import yaml
 
 from cxrstn.cost import cost_rows
-from cxrstn.metrics import SETTING_TITLES, SETTINGS, SUMMARY_METRICS, THRESHOLD_MODES, summarize
+from cxrstn.metrics import SUMMARY_METRICS, THRESHOLD_MODES, summarize
 from cxrstn.page import html_table, image_tag, md_table, paragraph, render_html
 from cxrstn.provenance import (
     device_description,
-    flatten,
     git_commit,
     library_versions,
     params_differences,
+    shown_pairs,
 )
+from cxrstn.settings import SETTINGS, TITLES
 
 METRIC_TITLES = {
     "auc": "AUC",
@@ -112,7 +114,7 @@ def table2_rows(folds: pd.DataFrame, threshold_on: str, with_paper: bool) -> tup
     """Columns and rows of Table II for one threshold mode: ours (and the paper's) per setting."""
     columns = ["Metric (%)"]
     for setting in SETTINGS:
-        columns.append(SETTING_TITLES[setting])
+        columns.append(TITLES[setting])
         if with_paper:
             columns.append("paper")
     chosen = folds[folds["threshold_on"] == threshold_on]
@@ -189,10 +191,34 @@ def table2_intro(threshold_on: str, recall: float, n_folds: int) -> str:
     )
 
 
-def table2_markdown(folds: pd.DataFrame, threshold_on: str, recall: float, n_folds: int) -> str:
+def without_crop_note(run_info: dict) -> str | None:
+    """How many test images of each fold the yolo setting scored whole (no confident crop)."""
+    folds = sorted(fold for setting, fold in run_info if setting == "yolo")
+    if not folds:
+        return None
+    counts = [
+        f"fold {fold}: {run_info['yolo', fold].get('n_test_without_crop', 'n/a')} of "
+        f"{run_info['yolo', fold].get('n_test', 'n/a')}"
+        for fold in folds
+    ]
+    return (
+        "All settings are scored on the same test images. Test images without a confident "
+        "thorax box (below crop.conf) are classified whole by the YOLO setting: "
+        + "; ".join(counts)
+        + "."
+    )
+
+
+def table2_markdown(
+    folds: pd.DataFrame,
+    threshold_on: str,
+    recall: float,
+    n_folds: int,
+    notes: tuple[str, ...] = (),
+) -> str:
     """`reports/table2.md`: the chosen threshold mode with the paper beside, then the other."""
     other = next(mode for mode in THRESHOLD_MODES if mode != threshold_on)
-    missing = [SETTING_TITLES[s] for s in SETTINGS if s not in set(folds["setting"])]
+    missing = [TITLES[s] for s in SETTINGS if s not in set(folds["setting"])]
     parts = [
         f"# Table II: mean and std over {n_folds} cross-validation folds",
         "",
@@ -210,6 +236,7 @@ def table2_markdown(folds: pd.DataFrame, threshold_on: str, recall: float, n_fol
         "",
         f"- {PAPER_NOTE}",
     ]
+    parts += [f"- {note}" for note in notes]
     if missing:
         parts.append(f"- Not run (no runs under reports/runs): {', '.join(missing)}.")
     return "\n".join(parts) + "\n"
@@ -247,7 +274,7 @@ def top_three_rows(analysis: pd.DataFrame) -> tuple[list, list]:
         group = group[group["n_images"] > 0]
         rows.append(
             [
-                SETTING_TITLES.get(setting, setting),
+                TITLES.get(setting, setting),
                 _top(group, "share_of_tp", ascending=False),
                 _top(group, "share_of_fn", ascending=False),
                 _top(group, "recall", ascending=False),
@@ -354,26 +381,46 @@ STAGE_REPORTS = ("labels", "resize", "split", "thorax_boxes", "detector", "crop"
 """The `reports/<name>.json` of earlier stages whose counts and exclusions the report shows."""
 
 
-def build_page(
-    params: dict,
-    folds: pd.DataFrame,
-    labels: pd.DataFrame,
-    run_info: dict,
-    analysis: pd.DataFrame,
-    stage_reports: dict,
-    figures: dict,
-    roi_how: str,
-    paper_params: str | os.PathLike = "params.paper.yaml",
-) -> str:
-    """The whole `reports/report.html`, top to bottom: setup, results, cost, counts, provenance."""
-    n_folds = int(params["split"]["folds"])
-    recall = float(params["eval"]["recall"])
-    threshold_on = params["eval"]["threshold_on"]
-    other = next(mode for mode in THRESHOLD_MODES if mode != threshold_on)
-    settings_run = list(dict.fromkeys(folds["setting"]))
-    sections = []
+@dataclass
+class ReportInputs:
+    """Everything the report shows, read once by the report stage."""
 
-    not_run = [SETTING_TITLES[s] for s in SETTINGS if s not in settings_run]
+    params: dict
+    folds: pd.DataFrame  # reports/eval/folds.csv: every setting x fold x threshold mode
+    labels: pd.DataFrame  # data/labels.csv
+    run_info: dict  # (setting, fold) -> the run's metrics.json
+    analysis: pd.DataFrame  # findings at the operating point
+    stage_reports: dict  # name -> reports/<name>.json, or None when the stage did not run
+    figures: dict  # name -> PNG path
+    roi_how: str  # how the ROI examples were chosen
+    paper_params: str | os.PathLike = "params.paper.yaml"
+
+    @property
+    def threshold_on(self) -> str:
+        return self.params["eval"]["threshold_on"]
+
+
+def build_page(inputs: ReportInputs) -> str:
+    """The whole `reports/report.html`: one section per function, in reading order."""
+    sections = [
+        setup_section(inputs),
+        table2_section(inputs),
+        curves_section(inputs),
+        roi_section(inputs),
+        findings_section(inputs),
+        ("Training curves", image_tag(inputs.figures["training"], "training curves")),
+        cost_section(inputs),
+        counts_section(inputs),
+        provenance_section(inputs),
+    ]
+    return render_html("Chest X-ray triage: baseline, YOLO thorax crops and STN", sections)
+
+
+def setup_section(inputs: ReportInputs) -> tuple[str, str]:
+    """What was run: data, settings, cross-validation, operating point, parameters."""
+    params, labels = inputs.params, inputs.labels
+    settings_run = list(dict.fromkeys(inputs.folds["setting"]))
+    not_run = [TITLES[s] for s in SETTINGS if s not in settings_run]
     setup = [
         ("data.chexpert", params["data"]["chexpert"]),
         (
@@ -381,29 +428,37 @@ def build_page(
             f"{len(labels):,} ({int((labels['label'] == 0).sum()):,} "
             f"normal, {int((labels['label'] == 1).sum()):,} abnormal)",
         ),
-        ("settings run", ", ".join(SETTING_TITLES[s] for s in settings_run)),
+        ("settings run", ", ".join(TITLES[s] for s in settings_run)),
         ("settings not run", ", ".join(not_run) or "none"),
         (
             "cross-validation",
-            f"{n_folds} patient-grouped folds; run k tests on fold k, "
+            f"{params['split']['folds']} patient-grouped folds; run k tests on fold k, "
             "validates on fold k+1, trains on the rest",
         ),
         (
             "operating point",
-            f"recall ≥ {100 * recall:g}%, threshold chosen on the {threshold_on} fold",
+            f"recall ≥ {100 * float(params['eval']['recall']):g}%, threshold chosen on the "
+            f"{inputs.threshold_on} fold",
         ),
     ]
     for section in ("classifier", "stn", "detector", "crop", "labels", "resize"):
         if section in params:
             setup.append((section, _inline(params[section])))
-    if stage_reports.get("detector") is None:
+    if inputs.stage_reports.get("detector") is None:
         setup.append(("thorax detector", "not run: no reports/detector.json"))
-    sections.append(("What was run", html_table(None, setup, "kv")))
+    return "What was run", html_table(None, setup, "kv")
 
-    table2 = [
+
+def table2_section(inputs: ReportInputs) -> tuple[str, str]:
+    """Table II beside the paper's, the other threshold mode, and every run."""
+    params, folds, threshold_on = inputs.params, inputs.folds, inputs.threshold_on
+    other = next(mode for mode in THRESHOLD_MODES if mode != threshold_on)
+    recall, n_folds = float(params["eval"]["recall"]), int(params["split"]["folds"])
+    parts = [
         paragraph(table2_intro(threshold_on, recall, n_folds)),
         html_table(*table2_rows(folds, threshold_on, with_paper=True), "table2"),
         paragraph(PAPER_NOTE, "note"),
+        *[paragraph(note, "note") for note in [without_crop_note(inputs.run_info)] if note],
         f"<h3>Threshold chosen on the {other} fold instead</h3>",
         paragraph("AUC and PR-AUC do not depend on the threshold."),
         html_table(*table2_rows(folds, other, with_paper=False)),
@@ -411,74 +466,83 @@ def build_page(
         + html_table(*fold_rows(folds))
         + "</details>",
     ]
-    sections.append(("Table II", "\n".join(table2)))
+    return "Table II", "\n".join(parts)
 
-    sections.append(
-        (
-            "ROC and PR curves",
-            '<div class="pair">'
-            + image_tag(figures["roc"], "ROC curves")
-            + image_tag(figures["pr"], "PR curves")
-            + "</div>"
-            + paragraph(
-                "Mean ROC: true positive rate averaged over folds at each false positive "
-                "rate. Mean PR: precision at the highest threshold reaching each recall, "
-                "averaged over folds (the operating-point rule).",
-                "note",
-            ),
+
+def curves_section(inputs: ReportInputs) -> tuple[str, str]:
+    body = (
+        '<div class="pair">'
+        + image_tag(inputs.figures["roc"], "ROC curves")
+        + image_tag(inputs.figures["pr"], "PR curves")
+        + "</div>"
+        + paragraph(
+            "Mean ROC: true positive rate averaged over folds at each false positive "
+            "rate. Mean PR: precision at the highest threshold reaching each recall, "
+            "averaged over folds (the operating-point rule).",
+            "note",
         )
     )
-    sections.append(
-        (
-            "Regions of interest (the paper's Fig. 4)",
-            image_tag(figures["roi"], "ROI examples") + paragraph(roi_how, "note"),
-        )
-    )
+    return "ROC and PR curves", body
 
-    findings = [
-        image_tag(figures["findings"], "findings at the operating point"),
+
+def roi_section(inputs: ReportInputs) -> tuple[str, str]:
+    body = image_tag(inputs.figures["roi"], "ROI examples") + paragraph(inputs.roi_how, "note")
+    return "Regions of interest (the paper's Fig. 4)", body
+
+
+def findings_section(inputs: ReportInputs) -> tuple[str, str]:
+    parts = [
+        image_tag(inputs.figures["findings"], "findings at the operating point"),
         paragraph(
             "Abnormal test images of all folds at the operating point "
-            f"(threshold on the {threshold_on} fold). '% of TPs' is the share of the true "
-            "positives carrying the finding; recall is the share of the images carrying it "
-            "that were called abnormal. An image may carry several findings. The paper's "
+            f"(threshold on the {inputs.threshold_on} fold). '% of TPs' is the share of the "
+            "true positives carrying the finding; recall is the share of the images carrying "
+            "it that were called abnormal. An image may carry several findings. The paper's "
             "top three ('contribute most to the TP/FN rate') match the recall reading "
             "better: the share reading is dominated by the most frequent findings."
         ),
-        html_table(*top_three_rows(analysis)),
-        html_table(*finding_rows(analysis)),
+        html_table(*top_three_rows(inputs.analysis)),
+        html_table(*finding_rows(inputs.analysis)),
     ]
-    sections.append(("Findings at the operating point", "\n".join(findings)))
-    sections.append(("Training curves", image_tag(figures["training"], "training curves")))
+    return "Findings at the operating point", "\n".join(parts)
 
-    cost = cost_rows(run_info, stage_reports.get("detector"), stage_reports.get("crop"))
-    sections.append(
-        (
-            "Compute cost",
-            paragraph(
-                "The paper claims the STN is cheaper than a separate thorax detector: "
-                "parameters and FLOPs per image (classifier at its input size, detector at "
-                "its imgsz, ST module at the stored image size) and measured wall times."
-            )
-            + paragraph(cost["comparison"])
-            + html_table(*cost["totals"])
-            + html_table(*cost["components"]),
+
+def cost_section(inputs: ReportInputs) -> tuple[str, str]:
+    reports = inputs.stage_reports
+    cost = cost_rows(inputs.run_info, reports.get("detector"), reports.get("crop"))
+    body = (
+        paragraph(
+            "The paper claims the STN is cheaper than a separate thorax detector: "
+            "parameters and FLOPs per image (classifier at its input size, detector at "
+            "its imgsz, ST module at the stored image size) and measured wall times."
         )
+        + paragraph(cost["comparison"])
+        + html_table(*cost["totals"])
+        + html_table(*cost["components"])
     )
+    return "Compute cost", body
 
+
+def counts_section(inputs: ReportInputs) -> tuple[str, str]:
+    """Every earlier stage's counts and exclusions, and each run's own numbers."""
+    reports = inputs.stage_reports
     cards = [
-        f"<div><h3>reports/{name}.json</h3>{html_table(None, flatten(record), 'kv')}</div>"
-        for name, record in stage_reports.items()
+        f"<div><h3>reports/{name}.json</h3>{html_table(None, shown_pairs(record), 'kv')}</div>"
+        for name, record in reports.items()
         if record is not None
     ]
-    counts = [f'<div class="cards">{"".join(cards)}</div>']
-    absent = [f"reports/{name}.json" for name, record in stage_reports.items() if record is None]
+    parts = [f'<div class="cards">{"".join(cards)}</div>']
+    absent = [f"reports/{name}.json" for name, record in reports.items() if record is None]
     if absent:
-        counts.append(paragraph(f"Not present (stage not run): {', '.join(absent)}.", "note"))
-    counts.append("<h3>Runs (reports/runs/*/fold*/metrics.json)</h3>")
-    counts.append(html_table(*run_rows(run_info)))
-    sections.append(("Counts and exclusions", "\n".join(counts)))
+        parts.append(paragraph(f"Not present (stage not run): {', '.join(absent)}.", "note"))
+    parts.append("<h3>Runs (reports/runs/*/fold*/metrics.json)</h3>")
+    parts.append(html_table(*run_rows(inputs.run_info)))
+    return "Counts and exclusions", "\n".join(parts)
 
+
+def provenance_section(inputs: ReportInputs) -> tuple[str, str]:
+    """Commit, libraries, device, and how the parameters differ from the paper's profile."""
+    params, paper_params = inputs.params, inputs.paper_params
     provenance = [
         ("git commit", git_commit()),
         ("device", device_description(str(params.get("train", {}).get("device", "n/a")))),
@@ -497,9 +561,8 @@ def build_page(
         parts.append(html_table(["key", "this run", "paper configuration"], differences, "kv"))
     parts.append("<h3>params.yaml used</h3>")
     parts.append(f"<pre>{html.escape(yaml.safe_dump(params, sort_keys=False))}</pre>")
-    sections.append(("Provenance", "\n".join(parts)))
-    return render_html("Chest X-ray triage: baseline, YOLO thorax crops and STN", sections)
+    return "Provenance", "\n".join(parts)
 
 
 def _inline(section: dict) -> str:
-    return ", ".join(f"{key}: {value}" for key, value in flatten(section))
+    return ", ".join(f"{key}: {value}" for key, value in shown_pairs(section))

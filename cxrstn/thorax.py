@@ -26,14 +26,18 @@ import pandas as pd
 import yaml
 from tqdm import tqdm
 
-from cxrstn.images import ImageError, resize_square, square_box
+from cxrstn.images import ImageError, read_image, resize_square, square_box
 
 MIN_LUNG_SHARE = 0.1
 """A second component counts as a lung only if its area is at least this share of the largest."""
 
 CROP_COLUMNS = ["path", "x0", "y0", "x1", "y1", "conf", "status"]
-LOW_CONF_POLICIES = {"drop": "dropped", "full": "full"}
-"""crop.low_conf -> the status of an image without a box at or above crop.conf."""
+CROP_STATUSES = ("cropped", "whole")
+"""An image is `cropped` when its best box reaches crop.conf, else kept `whole` (uncropped)."""
+
+LOW_CONF_POLICIES = ("drop", "full")
+"""crop.low_conf: what yolo *training* does with a `whole` image: leave it out (the paper)
+or train on it uncropped. Validation and test always score every image of their fold."""
 
 EXCLUSION_REASONS = ("bad_mask", "unreadable_image")
 
@@ -194,39 +198,53 @@ def build_yolo_dataset(
     return {"sources": per_source, "total": total}
 
 
-def crop_table(
-    paths: list[str], detections: list[tuple | None], conf: float, low_conf: str
-) -> pd.DataFrame:
-    """The `data/crops.csv` table: each image's best box, its confidence and what happens to it.
+def crop_table(paths: list[str], detections: list[tuple | None], conf: float) -> pd.DataFrame:
+    """The `data/crops.csv` table: each image's best box, its confidence and its status.
 
-    An image whose best box reaches `conf` is `cropped`; any other is `dropped` (the
-    paper: left out of the yolo setting) or kept uncropped as `full`, as `low_conf` says.
-    A missing detection has an empty box and conf 0. Box (0.1 px) and conf (4 decimals) are
+    An image whose best box reaches `conf` is `cropped`, any other is kept `whole`. A
+    missing detection has an empty box and conf 0. Box (0.1 px) and conf (4 decimals) are
     rounded before the decision, so the table alone reproduces every status and crop.
     """
-    if low_conf not in LOW_CONF_POLICIES:
-        choices = sorted(LOW_CONF_POLICIES)
-        raise ValueError(f"crop.low_conf must be one of {choices}, got {low_conf!r}")
     if len(paths) != len(detections):
         raise ValueError(f"{len(paths)} images but {len(detections)} detections")
     rows = []
     for path, detection in zip(paths, detections, strict=True):
         box = [round(v, 1) for v in detection[:4]] if detection else [None] * 4
         score = round(detection[4], 4) if detection else 0.0
-        status = "cropped" if detection and score >= conf else LOW_CONF_POLICIES[low_conf]
+        status = "cropped" if detection and score >= conf else "whole"
         rows.append([path, *box, score, status])
     return pd.DataFrame(rows, columns=CROP_COLUMNS)
 
 
-def crop_to_thorax(image: np.ndarray, box: tuple[float, ...], size: int) -> np.ndarray:
+def check_low_conf(policy: str) -> None:
+    if policy not in LOW_CONF_POLICIES:
+        raise ValueError(f"crop.low_conf must be one of {list(LOW_CONF_POLICIES)}, got {policy!r}")
+
+
+def crop_to_thorax(
+    image: np.ndarray, box: tuple[float, ...], size: int, detected_on: int | None = None
+) -> np.ndarray:
     """The square around `box` (side = its larger side, see images.square_box), resized to `size`.
 
     Cutting a square keeps the image's proportions, as the paper does; at the border the
-    square shifts inwards instead of being padded.
+    square shifts inwards instead of being padded. `box` is in the pixels of the
+    `detected_on` x `detected_on` resized copy the detector saw (None: of `image` itself);
+    the square is drawn there and cut from `image` at the same place, so a crop of the
+    original file has the geometry of a crop of the copy with the original's detail.
     """
     height, width = image.shape[:2]
-    x0, y0, x1, y1 = square_box(*box, width, height)
-    return resize_square(image[y0:y1, x0:x1], size)
+    seen_width, seen_height = (detected_on, detected_on) if detected_on else (width, height)
+    x0, y0, x1, y1 = square_box(*box, seen_width, seen_height)
+    fx, fy = width / seen_width, height / seen_height
+    rows = slice(round(y0 * fy), max(round(y1 * fy), round(y0 * fy) + 1))
+    columns = slice(round(x0 * fx), max(round(x1 * fx), round(x0 * fx) + 1))
+    return resize_square(np.ascontiguousarray(image[rows, columns]), size)
+
+
+def crop_file(job: tuple, size: int) -> np.ndarray:
+    """`crop_to_thorax` of an original file; `job` is (file, box, detected_on)."""
+    file, box, detected_on = job
+    return crop_to_thorax(read_image(file), box, size, detected_on)
 
 
 def plot_box_overlays(

@@ -28,6 +28,7 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from cxrstn.data import ImageDataset, augmentation, balanced_sampler
+from cxrstn.device import choose_device
 from cxrstn.images import ImageStore
 from cxrstn.io import atomic_path
 from cxrstn.models import STN, build_model
@@ -43,17 +44,6 @@ class TrainResult:
     history: list[dict]  # per epoch: train/loss, val/loss, val/auc (as logged to dvclive)
     train_seconds: float  # training and validation passes, summed over resumed parts
     train_images_per_second: float  # images through the training passes per second
-
-
-def choose_device(name: str) -> torch.device:
-    """`auto` picks cuda, then mps, then cpu; any other name is used as given."""
-    if name != "auto":
-        return torch.device(name)
-    if torch.cuda.is_available():
-        return torch.device("cuda")
-    if torch.backends.mps.is_available():
-        return torch.device("mps")
-    return torch.device("cpu")
 
 
 def data_fingerprint(store: ImageStore, frame: pd.DataFrame) -> str:

@@ -1,6 +1,10 @@
 """Stage binarize: CheXpert train.csv -> data/labels.csv and reports/labels.json (Table I)."""
 
-from cxrstn.io import load_params, run_stage, write_csv, write_json
+from cxrstn.runtime import configure_tools, run_stage
+
+configure_tools()  # before the libraries below read their settings
+
+from cxrstn.io import load_params, write_csv, write_json
 from cxrstn.labels import binarize, summary
 from cxrstn.sources import chexpert
 

@@ -1,18 +1,30 @@
 """Stage crop: thorax crops of every CheXpert image for the yolo setting.
 
 Runs models/detector.pt on data/resized/ (with test-time augmentation if crop.tta); an
-image whose best box reaches crop.conf is cut to the square around the box and resized
-back to resize.size, any other is dropped or kept whole as crop.low_conf says. Writes
-data/crops.csv (every image, its box, conf and status), data/crops/ (image store of the
-images the yolo setting uses) and reports/crop.json.
+image whose best box reaches crop.conf is cut to the square around the box, from the
+original file (the highest resolution there is, not the resized copy), and resized to
+resize.size; any other is kept whole. Writes data/crops.csv (every image, its
+box, conf and status), data/crops/ (the image store the yolo setting reads: every image,
+so that all settings score the same test images) and reports/crop.json. Whether yolo
+training uses the whole images is the train stage's business (crop.low_conf).
 """
 
+from cxrstn.runtime import configure_tools, run_stage
+
+configure_tools()  # before the libraries below read their settings
+
+import os
 import time
+from functools import partial
+from multiprocessing import Pool
+
+from tqdm import tqdm
 
 from cxrstn.detector import detect, load_detector
 from cxrstn.images import ImageStore, resize_square, write_store
-from cxrstn.io import load_params, run_stage, write_csv, write_json
-from cxrstn.thorax import LOW_CONF_POLICIES, crop_table, crop_to_thorax
+from cxrstn.io import load_params, write_csv, write_json
+from cxrstn.sources import chexpert
+from cxrstn.thorax import CROP_STATUSES, crop_file, crop_table
 
 
 def main() -> None:
@@ -30,28 +42,33 @@ def main() -> None:
         device=detector["device"],
         tta=crop["tta"],
     )
-    table = crop_table(store.paths, detections, crop["conf"], crop["low_conf"])
-    kept = table[table["status"] != "dropped"]
+    table = crop_table(store.paths, detections, crop["conf"])
 
-    def images():
-        for row in kept.itertuples():
-            image = store[row.path]
-            if row.status == "cropped":
-                yield crop_to_thorax(image, (row.x0, row.y0, row.x1, row.y1), size)
-            else:
-                yield resize_square(image, size)
+    csv_path = chexpert.find_csv(params["data"]["chexpert"])
+    cropped = table[table["status"] == "cropped"]
+    jobs = [
+        (chexpert.image_file(csv_path, row.path), (row.x0, row.y0, row.x1, row.y1), store.size)
+        for row in cropped.itertuples()
+    ]
+    workers = params["resize"]["workers"] or os.cpu_count()
+    with Pool(workers) as pool:
+        crops = pool.imap(partial(crop_file, size=size), jobs, chunksize=8)
+        crops = iter(tqdm(crops, total=len(jobs), desc="crop", unit="img"))
 
-    write_store("data/crops", kept["path"].tolist(), images(), size)
+        def images():  # in table order, streamed: the crops never sit in memory together
+            for row in table.itertuples():
+                yield (
+                    next(crops) if row.status == "cropped" else resize_square(store[row.path], size)
+                )
+
+        write_store("data/crops", table["path"].tolist(), images(), size)
     seconds = time.perf_counter() - started
     write_csv("data/crops.csv", table)
 
     statuses = table["status"].value_counts()
     summary = {
         "images": len(table),
-        **{
-            status: int(statuses.get(status, 0))
-            for status in ["cropped", *LOW_CONF_POLICIES.values()]
-        },
+        **{status: int(statuses.get(status, 0)) for status in CROP_STATUSES},
         "share_cropped": round(float((table["status"] == "cropped").mean()), 4),
         "conf_median": round(float(table["conf"].median()), 4),
         "seconds": round(seconds, 1),
@@ -60,7 +77,7 @@ def main() -> None:
     write_json("reports/crop.json", summary)
     print(
         f"crop: {summary['cropped']} of {len(table)} images cropped at conf >= {crop['conf']} "
-        f"({summary['share_cropped']:.1%}), {len(kept)} kept, {seconds:.0f} s"
+        f"({summary['share_cropped']:.1%}), the others kept whole, {seconds:.0f} s"
     )
 
 

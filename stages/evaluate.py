@@ -4,23 +4,31 @@ Reads `reports/runs/<setting>/fold<k>/predictions.csv` for k < split.folds (chec
 against the fold roles of data/folds.csv) and writes
 `reports/metrics.json` (the summary for the threshold mode eval.threshold_on),
 `reports/eval/folds.csv` (every setting x fold x threshold mode) and the ROC and PR
-points of every run (`reports/eval/roc.csv`, `reports/eval/pr.csv`) for the report.
+points of every run (`reports/eval/roc.csv`, `reports/eval/pr.csv`) for the report, and
+the mean curve of each setting (`reports/plots/roc.csv`, `reports/plots/pr.csv`) for
+`dvc plots show/diff`.
 A setting without any run folder (e.g. yolo when no detector was trained) is left out
 and said so; a setting with a missing fold is an error.
 """
 
+from cxrstn.runtime import configure_tools, run_stage
+
+configure_tools()  # before the libraries below read their settings
+
 import pandas as pd
 
-from cxrstn.io import load_params, run_stage, write_csv, write_json
+from cxrstn.io import load_params, write_csv, write_json
 from cxrstn.metrics import (
-    SETTINGS,
     available_settings,
     check_roles,
+    check_same_test_images,
     curve_points,
     fold_table,
     load_runs,
+    mean_curves,
     summary,
 )
+from cxrstn.settings import SETTINGS
 
 RUNS_DIR = "reports/runs"
 
@@ -37,6 +45,7 @@ def main() -> None:
             print(f"evaluate: {RUNS_DIR}/{setting} does not exist: setting {setting} left out")
     runs = load_runs(RUNS_DIR, settings, n_folds)
     check_roles(runs, pd.read_csv("data/folds.csv"), n_folds)
+    check_same_test_images(runs)
     folds = fold_table(runs, recall)
     metrics = summary(folds, threshold_on)
     roc, pr = curve_points(runs)
@@ -44,6 +53,9 @@ def main() -> None:
     write_csv("reports/eval/folds.csv", folds)
     write_csv("reports/eval/roc.csv", roc)
     write_csv("reports/eval/pr.csv", pr)
+    mean_roc, mean_pr = mean_curves(roc, pr)
+    write_csv("reports/plots/roc.csv", mean_roc)
+    write_csv("reports/plots/pr.csv", mean_pr)
     write_json("reports/metrics.json", metrics)
     for setting, values in metrics.items():
         print(

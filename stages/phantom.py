@@ -5,9 +5,13 @@ and shenzhen_masks look-alikes, plus `truth.csv`: what was drawn on every image)
 contact sheet `reports/figures/phantom_contact_sheet.png`.
 """
 
+from cxrstn.runtime import configure_tools, run_stage
+
+configure_tools()  # before the libraries below read their settings
+
 import time
 
-from cxrstn.io import atomic_path, load_params, run_stage
+from cxrstn.io import atomic_path, load_params
 from cxrstn.phantom import contact_sheet, generate
 
 OUT = "data/phantom"

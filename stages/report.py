@@ -7,6 +7,10 @@ reports/report.html and single figures under reports/figures/ (a folder other st
 also write to): roc.png, pr.png, roi_examples.png, findings.png, training_curves.png.
 """
 
+from cxrstn.runtime import configure_tools, run_stage
+
+configure_tools()  # before the libraries below read their settings
+
 from pathlib import Path
 
 import pandas as pd
@@ -19,14 +23,16 @@ from cxrstn.figures import (
     training_figure,
 )
 from cxrstn.images import ImageStore
-from cxrstn.io import atomic_path, load_params, read_json, run_stage, write_csv
+from cxrstn.io import atomic_path, load_params, read_json, write_csv
 from cxrstn.metrics import called_abnormal, finding_analysis, load_runs, run_dir, summary
 from cxrstn.report import (
     STAGE_REPORTS,
+    ReportInputs,
     build_page,
     read_optional_json,
     roi_examples,
     table2_markdown,
+    without_crop_note,
 )
 from cxrstn.sources.chexpert import FINDINGS
 
@@ -57,7 +63,8 @@ def main() -> None:
     stage_reports = {name: read_optional_json(f"reports/{name}.json") for name in STAGE_REPORTS}
 
     with atomic_path("reports/table2.md") as tmp:
-        tmp.write_text(table2_markdown(folds, threshold_on, recall, n_folds))
+        notes = tuple(note for note in [without_crop_note(run_info)] if note)
+        tmp.write_text(table2_markdown(folds, threshold_on, recall, n_folds, notes))
 
     metrics = summary(folds, threshold_on)
     curves_figure(pd.read_csv("reports/eval/roc.csv"), metrics, "roc", recall, FIGURES["roc"])
@@ -75,7 +82,9 @@ def main() -> None:
     roi_figure(examples, FIGURES["roi"])
     training_figure(read_live_logs(RUNS_DIR), FIGURES["training"])
 
-    page = build_page(params, folds, labels, run_info, analysis, stage_reports, FIGURES, roi_how)
+    page = build_page(
+        ReportInputs(params, folds, labels, run_info, analysis, stage_reports, FIGURES, roi_how)
+    )
     with atomic_path("reports/report.html") as tmp:
         tmp.write_text(page)
     print(f"report: reports/report.html ({len(page) / 1e6:.1f} MB), reports/table2.md")

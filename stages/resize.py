@@ -4,6 +4,10 @@ Unreadable images are excluded and listed with the reason in reports/resize.json
 stage stops when their share exceeds data.max_excluded.
 """
 
+from cxrstn.runtime import configure_tools, run_stage
+
+configure_tools()  # before the libraries below read their settings
+
 import os
 import time
 from functools import partial
@@ -13,7 +17,7 @@ import pandas as pd
 from tqdm import tqdm
 
 from cxrstn.images import ImageError, read_image, resize_square, write_store
-from cxrstn.io import check_excluded, load_params, run_stage, write_json
+from cxrstn.io import check_excluded, load_params, write_json
 from cxrstn.sources import chexpert
 
 

@@ -1,15 +1,20 @@
 """Stage split: data/labels.csv -> patient-grouped, stratified folds in data/folds.csv."""
 
+from cxrstn.runtime import configure_tools, run_stage
+
+configure_tools()  # before the libraries below read their settings
+
 import pandas as pd
 
-from cxrstn.folds import assign_folds
+from cxrstn.folds import assign_folds, check_fold_ids
 from cxrstn.images import ImageStore
-from cxrstn.io import load_params, run_stage, write_csv, write_json
+from cxrstn.io import load_params, write_csv, write_json
 from cxrstn.sources.chexpert import FINDINGS
 
 
 def main() -> None:
     params = load_params()
+    check_fold_ids(params["split"])
     labels = pd.read_csv("data/labels.csv")
     stored = set(ImageStore("data/resized").paths)
     unreadable = ~labels["path"].isin(stored)

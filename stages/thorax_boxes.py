@@ -6,10 +6,14 @@ Images without a mask are counted and skipped; bad masks are excluded and listed
 stage stops when the excluded share exceeds data.max_excluded.
 """
 
+from cxrstn.runtime import configure_tools, run_stage
+
+configure_tools()  # before the libraries below read their settings
+
 import pandas as pd
 
-from cxrstn.io import atomic_path, check_excluded, load_params, run_stage, write_json
-from cxrstn.sources import lung_samples
+from cxrstn.io import atomic_path, check_excluded, load_params, write_json
+from cxrstn.sources.lung_sets import lung_samples
 from cxrstn.thorax import build_yolo_dataset, plot_box_overlays
 
 

@@ -3,11 +3,17 @@
     python stages/train.py --setting {baseline,yolo,stn} --fold K
 
 Reads data/folds.csv and the image store of the setting (data/resized, or data/crops for
-yolo, whose images without a crop are left out and counted). Writes
+yolo). Every setting scores every image of its validation and test folds, so the three
+settings are compared on the same images; a yolo image without a confident crop is scored
+whole, and left out of yolo *training* when crop.low_conf is drop (counted). Writes
 models/<setting>/fold<k>/model.pt and reports/runs/<setting>/fold<k>/ (predictions.csv,
 metrics.json, live/ with the per-epoch curves). An interrupted run resumes from
 checkpoints/<setting>/fold<k>/last.pt, which is removed once the outputs are written.
 """
+
+from cxrstn.runtime import configure_tools, run_stage
+
+configure_tools()  # before the libraries below read their settings
 
 import argparse
 from pathlib import Path
@@ -16,13 +22,34 @@ import pandas as pd
 import torch
 from sklearn.metrics import roc_auc_score
 
+from cxrstn.device import choose_device
 from cxrstn.folds import split_of
 from cxrstn.images import ImageStore
-from cxrstn.io import atomic_path, load_params, run_stage, write_csv, write_json
+from cxrstn.io import atomic_path, load_params, write_csv, write_json
 from cxrstn.models import STN, gflops
-from cxrstn.train import ST_PARAMS, choose_device, model_file, predict, train_run
+from cxrstn.settings import SETTINGS
+from cxrstn.thorax import check_low_conf
+from cxrstn.train import ST_PARAMS, model_file, predict, train_run
 
-SETTINGS = ("baseline", "yolo", "stn")
+
+def yolo_rows(frame: pd.DataFrame, crops: pd.DataFrame, low_conf: str) -> tuple:
+    """The yolo run's rows and its counts of images without a confident crop, by split.
+
+    Such images are scored whole in validation and test (the same images as the other
+    settings); in training they are dropped when `low_conf` is drop, as in the paper.
+    """
+    check_low_conf(low_conf)
+    whole = frame["path"].map(dict(zip(crops["path"], crops["status"] == "whole", strict=True)))
+    if whole.isna().any():
+        raise ValueError(f"data/crops.csv has no row for {frame.loc[whole.isna(), 'path'].iloc[0]}")
+    whole = whole.astype(bool)
+    counts = {
+        f"n_{split}_without_crop": int((whole & (frame["split"] == split)).sum())
+        for split in ("train", "val", "test")
+    }
+    dropped = whole & (frame["split"] == "train") & (low_conf == "drop")
+    counts["n_train_dropped"] = int(dropped.sum())
+    return frame[~dropped].reset_index(drop=True), counts
 
 
 def main() -> None:
@@ -40,14 +67,15 @@ def main() -> None:
         raise ValueError(f"{store_dir}: images are {store.size} px, resize.size is {size}")
     folds = pd.read_csv("data/folds.csv")
     frame = folds.assign(split=split_of(folds["fold"], fold, params["split"]["folds"]))
-    stored = frame["path"].isin(store.paths)
-    if setting != "yolo" and not stored.all():
-        missing = frame.loc[~stored, "path"]
+    missing = frame.loc[~frame["path"].isin(store.paths), "path"]
+    if len(missing):
         raise ValueError(
             f"{store_dir}: {len(missing)} images of data/folds.csv are missing, "
             f"e.g. {missing.iloc[0]}"
         )
-    frame = frame[stored].reset_index(drop=True)
+    counts = {}
+    if setting == "yolo":
+        frame, counts = yolo_rows(frame, pd.read_csv("data/crops.csv"), params["crop"]["low_conf"])
 
     config = {
         "setting": setting,
@@ -93,8 +121,7 @@ def main() -> None:
         "train_seconds": round(result.train_seconds, 2),
         "train_images_per_second": round(result.train_images_per_second, 2),
     }
-    if setting == "yolo":
-        metrics["n_excluded"] = int((~stored).sum())
+    metrics |= counts
     if setting == "stn":
         metrics["gflops_st"] = round(gflops(model.st, torch.zeros(1, 1, size, size)), 4)
         metrics |= {f"test_{name}_mean": round(float(test[name].mean()), 4) for name in ST_PARAMS}

@@ -5,11 +5,15 @@ identical file) and reports/detector.json (validation mAP, precision, recall, si
 Ultralytics' run folder is a temporary folder under models/ that is removed afterwards.
 """
 
+from cxrstn.runtime import configure_tools, run_stage
+
+configure_tools()  # before the libraries below read their settings
+
 import tempfile
 from pathlib import Path
 
 from cxrstn.detector import export_weights, train_detector
-from cxrstn.io import atomic_path, load_params, run_stage, write_json
+from cxrstn.io import atomic_path, load_params, write_json
 
 
 def main() -> None:

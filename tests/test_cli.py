@@ -1,6 +1,8 @@
+import copy
 from pathlib import Path
 
 import numpy as np
+import pytest
 import yaml
 from PIL import Image
 
@@ -34,11 +36,31 @@ def test_set_args_lists_only_differences():
     ]  # fmt: skip
 
 
-def test_paper_params_only_use_known_keys():
-    """params.paper.yaml must stay a variant of params.yaml: same keys, other values."""
+def apply_set_args(params: dict, args: list[str]) -> dict:
+    """What `dvc exp run -S key=value ...` does to params.yaml: each value parsed as YAML."""
+    applied = copy.deepcopy(params)
+    for option, assignment in zip(args[::2], args[1::2], strict=True):
+        assert option == "-S"
+        key, value = assignment.split("=", 1)
+        *path, leaf = key.split(".")
+        section = applied
+        for part in path:
+            section = section[part]
+        section[leaf] = yaml.safe_load(value)
+    return applied
+
+
+def test_applying_the_paper_profile_gives_exactly_the_file():
     ours = yaml.safe_load((ROOT / "params.yaml").read_text())
     paper = yaml.safe_load((ROOT / "params.paper.yaml").read_text())
     args = set_args(ours, paper)
-    assert "classifier.width=1.0" in args
-    assert "classifier.input_size=512" in args
-    assert "stn.sy_init=0.1" not in " ".join(args)  # same init as the default
+    assert apply_set_args(ours, args) == paper
+    assert "classifier.width=1.0" in args and "classifier.input_size=512" in args
+
+
+def test_a_profile_missing_a_parameter_is_refused():
+    ours = {"detector": {"augment": {"mosaic": 1.0, "cls": 0.25}}}
+    with pytest.raises(SystemExit, match=r"detector\.augment\.cls not in the profile"):
+        set_args(ours, {"detector": {"augment": {"mosaic": 1.0}}})
+    with pytest.raises(SystemExit, match=r"detector\.extra not in params\.yaml"):
+        set_args(ours, {"detector": {"augment": {"mosaic": 1.0, "cls": 0.5}, "extra": 1}})

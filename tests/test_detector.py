@@ -14,7 +14,6 @@ import pytest
 import torch
 from test_thorax import FakeSample
 
-from cxrstn import CACHE_DIR, PROJECT_ROOT
 from cxrstn.detector import (
     detect,
     export_weights,
@@ -24,6 +23,7 @@ from cxrstn.detector import (
     train_detector,
     trainer_settings,
 )
+from cxrstn.runtime import CACHE_DIR, PROJECT_ROOT
 from cxrstn.thorax import build_yolo_dataset
 
 TINY = {
@@ -96,6 +96,7 @@ def test_resolve_device():
     assert resolve_device("auto") == expected
 
 
+@pytest.mark.slow
 def test_training_writes_only_its_run_folder(trained):
     root, metrics, cwd = trained
     assert set(metrics) == {
@@ -111,6 +112,7 @@ def test_training_writes_only_its_run_folder(trained):
     assert not (PROJECT_ROOT / "runs").exists() and not (PROJECT_ROOT / "dvclive").exists()
 
 
+@pytest.mark.slow
 def test_exported_weights_are_reproducible_and_detect_in_input_pixels(trained, tmp_path):
     root, _, _ = trained
     best = root / "run" / "train" / "weights" / "best.pt"

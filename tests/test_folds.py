@@ -2,7 +2,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from cxrstn.folds import assign_folds, fold_roles, split_of
+from cxrstn.folds import assign_folds, check_fold_ids, fold_roles, split_of
 from cxrstn.sources.chexpert import FINDINGS
 
 
@@ -70,3 +70,9 @@ def test_too_few_patients():
     labels = synthetic_labels(n_patients=3)
     with pytest.raises(ValueError, match="3 patients cannot fill 5 folds"):
         assign_folds(labels, 5, seed=0)
+
+
+def test_fold_ids_must_be_all_folds():
+    check_fold_ids({"folds": 3, "fold_ids": [0, 1, 2]})
+    with pytest.raises(ValueError, match=r"split.fold_ids is \[0, 1\] but split.folds = 3"):
+        check_fold_ids({"folds": 3, "fold_ids": [0, 1]})

@@ -24,7 +24,8 @@ from cxrstn.phantom.labels import (
     sample_study,
 )
 from cxrstn.phantom.lettering import text_probability
-from cxrstn.sources import chexpert, lung_samples, montgomery, shenzhen
+from cxrstn.sources import chexpert, montgomery, shenzhen
+from cxrstn.sources.lung_sets import lung_samples
 
 TINY = {
     "seed": 3,

@@ -18,6 +18,8 @@ import pandas as pd
 import pytest
 import yaml
 
+pytestmark = pytest.mark.slow
+
 ROOT = Path(__file__).resolve().parents[1]
 SKIP = {
     ".venv",
@@ -42,6 +44,8 @@ TINY = {
         "workers": 1,
     },
     "resize": {"size": 64, "workers": 1},
+    # Three folds: the fold count is a parameter, and a smaller run is a faster test.
+    "split": {"folds": 3, "fold_ids": [0, 1, 2]},
     "detector": {"epochs": 1, "imgsz": 64, "batch": 4, "nbs": 4},
     # A one-epoch detector is not confident: keep low-confidence images whole.
     "crop": {"low_conf": "full", "batch": 16},
@@ -49,8 +53,9 @@ TINY = {
     "stn": {"loc_size": 32},
     "train": {"threads": 1},
 }
-STN_RUNS = {f"train_stn@{k}" for k in range(5)}
-YOLO_RUNS = {f"train_yolo@{k}" for k in range(5)}
+FOLDS = range(3)
+STN_RUNS = {f"train_stn@{k}" for k in FOLDS}
+YOLO_RUNS = {f"train_yolo@{k}" for k in FOLDS}
 
 
 def _network_can_be_cut():
@@ -166,7 +171,7 @@ def test_outputs_of_later_stages(project):
         "recall",
     }
     for setting in ("baseline", "yolo", "stn"):
-        for fold in range(5):
+        for fold in FOLDS:
             run_dir = d / f"reports/runs/{setting}/fold{fold}"
             predictions = pd.read_csv(run_dir / "predictions.csv")
             assert set(predictions["split"]) == {"val", "test"}
@@ -179,6 +184,25 @@ def test_outputs_of_later_stages(project):
     html = (d / "reports/report.html").read_text()
     assert "Table II" in html
     assert not re.search(r"""(src|href)=["']?https?:""", html)  # readable offline
+
+
+def test_dvc_sees_the_curves_and_each_runs_metrics(project):
+    d, env = project["dir"], project["env"]
+    plots = json.loads(run(["dvc", "plots", "show", "--json"], d, env))
+    assert {"Mean ROC over the test folds", "Mean precision-recall over the test folds"} <= set(
+        plots
+    )
+    for setting in ("baseline", "yolo", "stn"):
+        curve = f"reports/runs/{setting}/fold0/live/plots/metrics/val/auc.tsv"
+        assert curve in plots
+    shown = json.loads(run(["dvc", "metrics", "show", "--json"], d, env))
+    files = next(iter(shown.values()))["data"]
+    assert {f"reports/runs/{s}/fold{k}/metrics.json" for s in ("stn", "yolo") for k in FOLDS} <= (
+        set(files)
+    )
+    roc = pd.read_csv(d / "reports/plots/roc.csv")
+    assert list(roc.columns) == ["fpr", "baseline", "yolo", "stn"]
+    assert roc["fpr"].iloc[0] == 0 and roc["fpr"].iloc[-1] == 100
 
 
 def test_detector_and_crops_are_deterministic(project):

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import re
-import runpy
 from pathlib import Path
 
 import numpy as np
@@ -19,126 +18,13 @@ import yaml
 from sklearn.metrics import average_precision_score, roc_auc_score
 
 from cxrstn.cost import cost_rows
-from cxrstn.figures import GRID, mean_pr, stn_output, stn_window
-from cxrstn.images import write_store
-from cxrstn.provenance import flatten, git_commit, params_differences
+from cxrstn.figures import stn_output, stn_window
+from cxrstn.metrics import GRID, mean_pr
+from cxrstn.provenance import git_commit, params_differences, shown_pairs
 from cxrstn.report import table2_markdown
-from cxrstn.sources.chexpert import FINDINGS
+from cxrstn.settings import SETTINGS
 
 ROOT = Path(__file__).resolve().parents[1]
-SETTINGS = ("baseline", "yolo", "stn")
-
-
-def _write_json(path: Path, record: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(record))
-
-
-def build_project(
-    root: Path,
-    with_yolo: bool = True,
-    n_folds: int = 3,
-    n_patients: int = 18,
-    size: int = 64,
-    seed: int = 0,
-) -> None:
-    """A project folder holding every input of evaluate and report, with random scores."""
-    rng = np.random.default_rng(seed)
-    rows = []
-    for patient in range(n_patients):
-        for view in (1, 2):
-            label = int(rng.random() < 0.7)
-            findings = np.zeros(len(FINDINGS), dtype=int)
-            if label:
-                findings[rng.choice(len(FINDINGS), size=rng.integers(1, 3), replace=False)] = 1
-            path = f"CheXpert-v1.0-small/train/patient{patient:05d}/study1/view{view}_frontal.jpg"
-            rows.append([path, f"patient{patient:05d}", 1, label, *findings])
-    labels = pd.DataFrame(rows, columns=["path", "patient", "study", "label", *FINDINGS])
-    (root / "data").mkdir(parents=True)
-    labels.to_csv(root / "data/labels.csv", index=False)
-    fold_of = labels["patient"].str[-5:].astype(int) % n_folds
-    labels[["path", "patient", "label"]].assign(fold=fold_of).to_csv(
-        root / "data/folds.csv", index=False
-    )
-    yy, xx = np.mgrid[0:size, 0:size]
-    thorax = ((xx - size / 2) / (0.35 * size)) ** 2 + ((yy - size / 2) / (0.3 * size)) ** 2 < 1
-    images = [np.where(thorax, 90, 200).astype(np.uint8) + i % 40 for i in range(len(labels))]
-    write_store(root / "data/resized", labels["path"].tolist(), iter(images), size)
-
-    settings = SETTINGS if with_yolo else ("baseline", "stn")
-    for setting in settings:
-        for fold in range(n_folds):
-            split = np.where(
-                fold_of == fold, "test", np.where(fold_of == (fold + 1) % n_folds, "val", "")
-            )
-            frame = labels.loc[split != "", ["path", "label"]].assign(split=split[split != ""])
-            noise = rng.normal(0, 0.25, len(frame))
-            frame["score"] = np.round(np.clip(0.35 + 0.3 * frame["label"] + noise, 0, 1), 2)
-            if setting == "stn":
-                frame = frame.assign(sx=0.8, sy=0.6, tx=0.05, ty=0.1)
-            run = root / "reports/runs" / setting / f"fold{fold}"
-            run.mkdir(parents=True)
-            frame.to_csv(run / "predictions.csv", index=False)
-            metrics = {
-                "best_epoch": 2,
-                "val_auc": 0.8,
-                "test_auc": 0.8,
-                "n_train": 20,
-                "n_val": 12,
-                "n_test": int((split == "test").sum()),
-                "n_params": 1000,
-                "gflops_classifier": 0.5,
-                "train_seconds": 10.0,
-                "train_images_per_second": 4.0,
-            }
-            if setting == "stn":
-                metrics |= {"n_params": 1100, "gflops_st": 0.1}
-            _write_json(run / "metrics.json", metrics)
-            live = run / "live/plots/metrics"
-            for name in ("train/loss", "val/auc"):
-                tsv = live / f"{name}.tsv"
-                tsv.parent.mkdir(parents=True, exist_ok=True)
-                stem = name.split("/")[-1]
-                tsv.write_text(f"timestamp\tstep\t{stem}\n1\t0\t0.7\n2\t1\t0.6\n3\t2\t0.5\n")
-    if with_yolo:
-        box = {"x0": 0.12 * size, "y0": 0.15 * size, "x1": 0.88 * size, "y1": 0.8 * size}
-        crops = labels[["path"]].assign(**box, conf=0.95)
-        crops["status"] = np.where(np.arange(len(crops)) % 5 == 0, "dropped", "cropped")
-        crops.loc[crops["status"] == "dropped", "conf"] = 0.5
-        crops.to_csv(root / "data/crops.csv", index=False)
-        kept = crops.loc[crops["status"] == "cropped", "path"].tolist()
-        write_store(
-            root / "data/crops", kept, (np.full((size, size), 128, np.uint8) for _ in kept), size
-        )
-        _write_json(
-            root / "reports/detector.json",
-            {
-                "map50": 0.99,
-                "map50_95": 0.8,
-                "precision": 0.97,
-                "recall": 0.96,
-                "n_params": 2500000,
-                "gflops": 7.2,
-                "train_seconds": 400.0,
-            },
-        )
-        _write_json(
-            root / "reports/crop.json",
-            {"images": len(crops), "cropped": len(kept), "seconds": 30.0},
-        )
-    _write_json(
-        root / "reports/labels.json",
-        {"normal": 10, "abnormal": 26, "excluded": {"not PA": 3, "neither": 1}},
-    )
-    params = yaml.safe_load((ROOT / "params.yaml").read_text())
-    params["split"]["folds"] = n_folds
-    params.setdefault("report", {})["roi_examples"] = 4
-    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-
-
-def run_stage(name: str, root: Path, monkeypatch) -> None:
-    monkeypatch.chdir(root)
-    runpy.run_path(str(ROOT / "stages" / f"{name}.py"), run_name="__main__")
 
 
 def set_params(root: Path, section: str, key: str, value) -> None:
@@ -212,13 +98,13 @@ def assert_close(actual: dict, expected: dict) -> None:
 
 
 @pytest.fixture
-def project(tmp_path):
-    build_project(tmp_path)
+def project(tmp_path, make_project):
+    make_project(tmp_path)
     return tmp_path
 
 
-def test_evaluate_matches_sklearn_and_brute_force(project, monkeypatch):
-    run_stage("evaluate", project, monkeypatch)
+def test_evaluate_matches_sklearn_and_brute_force(project, monkeypatch, run_stage):
+    run_stage("evaluate", project)
     metrics = json.loads((project / "reports/metrics.json").read_text())
     assert_close(metrics, expected_metrics(project, SETTINGS, 3, 0.95, "test"))
     folds = pd.read_csv(project / "reports/eval/folds.csv")
@@ -229,9 +115,9 @@ def test_evaluate_matches_sklearn_and_brute_force(project, monkeypatch):
 
 
 def test_mean_pr_curve_at_the_operating_recall_is_the_mean_operating_precision(
-    project, monkeypatch
+    project, monkeypatch, run_stage
 ):
-    run_stage("evaluate", project, monkeypatch)
+    run_stage("evaluate", project)
     pr = pd.read_csv(project / "reports/eval/pr.csv")
     metrics = json.loads((project / "reports/metrics.json").read_text())
     at_95 = int(np.flatnonzero(GRID == 95.0)[0])
@@ -240,9 +126,9 @@ def test_mean_pr_curve_at_the_operating_recall_is_the_mean_operating_precision(
         assert mean == pytest.approx(metrics[setting]["precision"]["mean"], abs=1e-4)
 
 
-def test_threshold_on_val_is_used_for_metrics_json(project, monkeypatch):
+def test_threshold_on_val_is_used_for_metrics_json(project, monkeypatch, run_stage):
     set_params(project, "eval", "threshold_on", "val")
-    run_stage("evaluate", project, monkeypatch)
+    run_stage("evaluate", project)
     metrics = json.loads((project / "reports/metrics.json").read_text())
     assert_close(metrics, expected_metrics(project, SETTINGS, 3, 0.95, "val"))
     on_test = expected_metrics(project, SETTINGS, 3, 0.95, "test")
@@ -252,20 +138,29 @@ def test_threshold_on_val_is_used_for_metrics_json(project, monkeypatch):
     )
 
 
-def test_missing_fold_names_the_run(project, monkeypatch):
+def test_missing_fold_names_the_run(project, monkeypatch, run_stage):
     (project / "reports/runs/stn/fold1/predictions.csv").unlink()
     with pytest.raises(SystemExit, match=r"^error: .*stn/fold1.*run stn fold 1 is missing"):
-        run_stage("evaluate", project, monkeypatch)
+        run_stage("evaluate", project)
 
 
-def test_run_on_the_wrong_fold_is_refused(project, monkeypatch):
+def test_settings_scored_on_other_test_images_are_refused(project, run_stage):
+    path = project / "reports/runs/yolo/fold1/predictions.csv"
+    predictions = pd.read_csv(path)
+    first_test = predictions.index[predictions["split"] == "test"][0]
+    predictions.drop(index=first_test).to_csv(path, index=False)
+    with pytest.raises(SystemExit, match=r"fold 1: the yolo run scored other test images"):
+        run_stage("evaluate", project)
+
+
+def test_run_on_the_wrong_fold_is_refused(project, monkeypatch, run_stage):
     folds = pd.read_csv(project / "data/folds.csv")
     moved = folds.index[folds["fold"] == 0][0]
     folds.loc[moved, "fold"] = 1
     folds.to_csv(project / "data/folds.csv", index=False)
     message = "^error: run baseline fold 0: 1 test images .* not in fold 0"
     with pytest.raises(SystemExit, match=message):
-        run_stage("evaluate", project, monkeypatch)
+        run_stage("evaluate", project)
 
 
 def table2_values(markdown: str) -> dict:
@@ -280,9 +175,9 @@ def table2_values(markdown: str) -> dict:
     return values
 
 
-def test_report_table_matches_metrics_and_paper(project, monkeypatch):
-    run_stage("evaluate", project, monkeypatch)
-    run_stage("report", project, monkeypatch)
+def test_report_table_matches_metrics_and_paper(project, monkeypatch, run_stage):
+    run_stage("evaluate", project)
+    run_stage("report", project)
     metrics = json.loads((project / "reports/metrics.json").read_text())
     markdown = (project / "reports/table2.md").read_text()
     values = table2_values(markdown)
@@ -316,10 +211,24 @@ def test_report_table_matches_metrics_and_paper(project, monkeypatch):
     assert n_tp.sort_index().tolist() == chosen["tp"].sum().sort_index().tolist()
 
 
-def test_report_without_yolo_inputs(tmp_path, monkeypatch):
-    build_project(tmp_path, with_yolo=False)
-    run_stage("evaluate", tmp_path, monkeypatch)
-    run_stage("report", tmp_path, monkeypatch)
+def test_table2_counts_the_test_images_scored_whole(project, run_stage):
+    run_stage("evaluate", project)
+    run_stage("report", project)
+    crops = pd.read_csv(project / "data/crops.csv").set_index("path")
+    folds = pd.read_csv(project / "data/folds.csv")
+    expected = [
+        f"fold {k}: {(crops.loc[group['path'], 'status'] == 'whole').sum()} of {len(group)}"
+        for k, group in folds.groupby("fold")
+    ]
+    markdown = (project / "reports/table2.md").read_text()
+    assert "classified whole by the YOLO setting: " + "; ".join(expected) in markdown
+    assert "; ".join(expected) in (project / "reports/report.html").read_text()
+
+
+def test_report_without_yolo_inputs(tmp_path, monkeypatch, run_stage, make_project):
+    make_project(tmp_path, with_yolo=False)
+    run_stage("evaluate", tmp_path)
+    run_stage("report", tmp_path)
     markdown = (tmp_path / "reports/table2.md").read_text()
     assert "not run" in markdown
     page = (tmp_path / "reports/report.html").read_text()
@@ -399,8 +308,8 @@ def test_stn_window_and_output():
     assert stn_window(0.5, 1.0, 0.5, 0.0, 16)[0] == pytest.approx(7.5)
 
 
-def test_flatten_nested_json():
-    assert flatten({"a": {"b": 1, "c": [1, 2]}, "d": [{"e": 3}]}) == [
+def test_shown_pairs_of_nested_json():
+    assert shown_pairs({"a": {"b": 1, "c": [1, 2]}, "d": [{"e": 3}]}) == [
         ("a.b", "1"),
         ("a.c", "[1, 2]"),
         ("d[0].e", "3"),

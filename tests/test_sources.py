@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from cxrstn.sources import LungSample, chexpert, jsrt, lung_samples, montgomery, shenzhen
+from cxrstn.sources import LungSample, chexpert, jsrt, montgomery, shenzhen
+from cxrstn.sources.lung_sets import lung_samples
 
 GZ_TRAIN = "chexpert/torchxrayvision_full_train/chexpert_train.csv.gz"
 HEADER = ",".join(chexpert.COLUMNS)

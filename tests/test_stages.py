@@ -160,6 +160,7 @@ def kill_when_written(process: subprocess.Popen, path: Path, timeout: float = 12
         pytest.skip("the process finished before it could be killed")
 
 
+@pytest.mark.slow
 def test_a_killed_stage_leaves_no_output_and_the_rerun_completes(tmp_path):
     chexpert = make_chexpert(tmp_path / "src", n_patients=60)
     cwd = project(tmp_path, chexpert)
@@ -184,6 +185,7 @@ def test_a_killed_stage_leaves_no_output_and_the_rerun_completes(tmp_path):
     assert not partial.exists()
 
 
+@pytest.mark.slow
 def test_front_stages_are_deterministic(tmp_path):
     chexpert = make_chexpert(tmp_path / "src", n_patients=30)
     outputs = []
@@ -213,6 +215,7 @@ def tiny_training_project(path: Path, chexpert: Path) -> Path:
     return cwd
 
 
+@pytest.mark.slow
 def test_a_killed_training_run_resumes_to_the_same_predictions(tmp_path):
     chexpert = make_chexpert(tmp_path / "src", n_patients=60)
     train = [sys.executable, str(ROOT / "stages/train.py"), "--setting", "stn", "--fold", "0"]

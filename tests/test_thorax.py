@@ -9,9 +9,11 @@ import pandas as pd
 import pytest
 import yaml
 
+from cxrstn.images import resize_square
 from cxrstn.thorax import (
     CROP_COLUMNS,
     build_yolo_dataset,
+    check_low_conf,
     crop_table,
     crop_to_thorax,
     plot_box_overlays,
@@ -194,14 +196,27 @@ def test_crop_table_statuses_and_columns():
         (1, 2, 3, 4, 0.5),
         None,
     ]
-    table = crop_table(paths, detections, conf=0.9, low_conf="drop")
+    table = crop_table(paths, detections, conf=0.9)
     assert list(table.columns) == CROP_COLUMNS == ["path", "x0", "y0", "x1", "y1", "conf", "status"]
-    assert table["status"].tolist() == ["cropped", "cropped", "dropped", "dropped"]
+    assert table["status"].tolist() == ["cropped", "cropped", "whole", "whole"]
     assert table.loc[3, "conf"] == 0 and table.loc[3, ["x0", "y0", "x1", "y1"]].isna().all()
-    full = crop_table(paths, detections, conf=0.9, low_conf="full")
-    assert full["status"].tolist() == ["cropped", "cropped", "full", "full"]
-    with pytest.raises(ValueError, match="low_conf"):
-        crop_table(paths, detections, conf=0.9, low_conf="keep")
+
+
+def test_low_conf_policy_is_checked():
+    check_low_conf("drop")
+    check_low_conf("full")
+    with pytest.raises(ValueError, match=r"crop.low_conf must be one of \['drop', 'full'\]"):
+        check_low_conf("keep")
+
+
+def test_crop_of_the_original_has_the_geometry_of_the_resized_copy():
+    original = (np.arange(200 * 100) % 251).astype(np.uint8).reshape(200, 100)  # 100 wide
+    # Box seen on a 50 x 50 copy: its square (side 20, centred at 20, 15) is x 10..30, y 5..25,
+    # which is x 20..60 (x2) and y 20..100 (x4) of the original.
+    crop = crop_to_thorax(original, (10.0, 10.0, 30.0, 20.0), 16, detected_on=50)
+    assert np.array_equal(crop, resize_square(original[20:100, 20:60], 16))
+    same_size = crop_to_thorax(original, (10.0, 10.0, 30.0, 20.0), 16)
+    assert np.array_equal(same_size, resize_square(original[5:25, 10:30], 16))
 
 
 def test_square_crop_at_the_borders():

@@ -2,7 +2,8 @@
 
 `chexpert` reads the classification set's CSV. The lung-mask sets that train the thorax
 detector (`jsrt` with the SCR masks, `montgomery`, `shenzhen`) all list their images as
-`LungSample`s with the same fields, so the detector code never sees a format's quirks.
+`LungSample`s with the same fields, so the detector code never sees a format's quirks;
+`lung_sets.lung_samples` gathers them from the `data.*` roots.
 Readers find files by their documented names anywhere below the given root, so a root one
 level too high still works, and a name found twice is an error rather than a silent pick.
 """
@@ -16,8 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from cxrstn import PIL_OPEN
-from cxrstn.images import ImageError, raw_img_side, read_image
+from cxrstn.images import PIL_OPEN, ImageError, raw_img_side, read_image
 
 MASK_THRESHOLD = 128
 """Mask pixels at or above this are lung: resized masks have anti-aliased edges."""
@@ -98,34 +98,3 @@ def unique_index(items: Iterable[tuple[str, Path]], what: str) -> dict[str, Path
             raise ValueError(f"{what} {key} found twice: {index[key]} and {path}")
         index[key] = path
     return index
-
-
-def lung_samples(
-    jsrt: str | os.PathLike | None = None,
-    scr: str | os.PathLike | None = None,
-    montgomery: str | os.PathLike | None = None,
-    shenzhen: str | os.PathLike | None = None,
-    shenzhen_masks: str | os.PathLike | None = None,
-) -> list[LungSample]:
-    """All detector-set samples of the given roots (the `data.*` params), JSRT, Montgomery,
-    then Shenzhen, each sorted by key. A root set to None leaves its source out; JSRT needs
-    the SCR root and Shenzhen its masks root.
-    """
-    from cxrstn.sources import jsrt as jsrt_source
-    from cxrstn.sources import montgomery as montgomery_source
-    from cxrstn.sources import shenzhen as shenzhen_source
-
-    samples: list[LungSample] = []
-    if jsrt is not None:
-        if scr is None:
-            raise ValueError("data.jsrt is set but data.scr is not: JSRT needs the SCR lung masks")
-        samples += jsrt_source.samples(jsrt, scr)
-    if montgomery is not None:
-        samples += montgomery_source.samples(montgomery)
-    if shenzhen is not None:
-        if shenzhen_masks is None:
-            raise ValueError(
-                "data.shenzhen is set but data.shenzhen_masks is not: Shenzhen needs its lung masks"
-            )
-        samples += shenzhen_source.samples(shenzhen, shenzhen_masks)
-    return samples

@@ -1,0 +1,48 @@
+"""Process start-up: where the tools keep their files, and how a stage ends on bad input.
+
+Importing the package changes nothing. A process that runs the pipeline's code (a stage
+script or the `cxrstn` command) calls `configure_tools()` first, before matplotlib,
+ultralytics or DVC are imported, so that they write only inside the project (`.cache/`)
+and never wait on the network. Values already set in the environment win.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+CACHE_DIR = PROJECT_ROOT / ".cache"
+
+
+def tool_environment() -> dict[str, str]:
+    """The environment variables `configure_tools` sets when they are not set already."""
+    return {
+        "MPLCONFIGDIR": str(CACHE_DIR / "matplotlib"),
+        "YOLO_CONFIG_DIR": str(CACHE_DIR / "ultralytics"),
+        "TORCH_HOME": str(CACHE_DIR / "torch"),
+        "YOLO_OFFLINE": "1",
+        "YOLO_AUTOINSTALL": "false",
+        "DVC_NO_ANALYTICS": "1",
+    }
+
+
+def configure_tools() -> None:
+    """Point matplotlib's, ultralytics' and torch's folders into the project, offline."""
+    for key, value in tool_environment().items():
+        os.environ.setdefault(key, value)
+
+
+def run_stage(main) -> None:
+    """Run a stage's `main`; bad input ends it with one line naming the file and the problem.
+
+    Readers raise ValueError/FileNotFoundError (ImageError is a ValueError) with the file
+    in the message, so the line is all a user needs. Set CXRSTN_TRACEBACK=1 for the full
+    traceback when debugging the code itself.
+    """
+    try:
+        main()
+    except (ValueError, FileNotFoundError) as error:
+        if os.environ.get("CXRSTN_TRACEBACK"):
+            raise
+        raise SystemExit(f"error: {error}") from None

@@ -1,0 +1,73 @@
+"""Importing the package has no side effects and works after any other library."""
+
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+from cxrstn.runtime import CACHE_DIR, tool_environment
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run_python(code: str) -> str:
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(CACHE_DIR / "home")}
+    env |= {k: v for k, v in tool_environment().items() if k.startswith("YOLO")}
+    result = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+def test_importing_every_module_leaves_the_environment_alone():
+    out = run_python(
+        """
+        import os, pkgutil, importlib
+        # Libraries that set variables of their own when imported (torch, OpenCV) go first.
+        import cv2, matplotlib, pandas, sklearn.metrics, torch, torchvision
+        before = dict(os.environ)
+        import cxrstn
+        for module in pkgutil.walk_packages(cxrstn.__path__, "cxrstn."):
+            importlib.import_module(module.name)
+        keys = set(before) | set(os.environ)
+        print(sorted(k for k in keys if before.get(k) != os.environ.get(k)))
+        """
+    )
+    assert out.strip() == "[]"
+
+
+def test_reading_images_after_ultralytics_uses_pillows_own_opener(tmp_path):
+    bad = tmp_path / "not_an_image.png"
+    bad.write_bytes(b"this is no image at all" * 10)
+    out = run_python(
+        f"""
+        import ultralytics  # replaces PIL.Image.open with a plugin-fetching wrapper
+        from PIL import Image
+        from cxrstn.images import PIL_OPEN, ImageError, read_image
+        assert Image.open.__module__ != "PIL.Image"
+        assert PIL_OPEN.__module__ == "PIL.Image"
+        try:
+            read_image({str(bad)!r})
+        except ImageError as error:
+            print(error)
+        """
+    )
+    assert "not_an_image.png: not a recognised image format" in out
+
+
+def test_configure_tools_keeps_values_already_set(monkeypatch):
+    from cxrstn.runtime import configure_tools
+
+    monkeypatch.setenv("MPLCONFIGDIR", "/somewhere/else")
+    monkeypatch.delenv("TORCH_HOME", raising=False)
+    configure_tools()
+    import os
+
+    assert os.environ["MPLCONFIGDIR"] == "/somewhere/else"
+    assert os.environ["TORCH_HOME"] == str(CACHE_DIR / "torch")
