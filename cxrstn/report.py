@@ -22,6 +22,7 @@ import yaml
 from cxrstn.cost import cost_rows
 from cxrstn.metrics import SUMMARY_METRICS, THRESHOLD_MODES, summarize
 from cxrstn.page import html_table, image_tag, md_table, paragraph, render_html
+from cxrstn.paper import PAPER_PREVALENCE, PAPER_TABLE2, TABLE_I, TABLE_I_ABNORMAL, TABLE_I_NORMAL
 from cxrstn.provenance import (
     device_description,
     git_commit,
@@ -46,42 +47,6 @@ METRIC_TITLES = {
 
 
 EXTRA_ROWS = ("recall", "prevalence", "threshold")
-
-# Table II of the paper, percent, (mean, std) over five folds. The extracted text prints
-# "±" as "4", "+", "1" or "40" ("83.2140.69" = 83.21 ± 0.69); see PAPER_NOTE.
-PAPER_TABLE2 = {
-    "baseline": {
-        "auc": (83.21, 0.69),
-        "pr_auc": (94.78, 0.29),
-        "precision": (84.33, 0.39),
-        "tp_rate": (76.06, 0.04),
-        "fp_rate": (14.14, 0.50),
-        "tn_rate": (5.78, 0.96),
-        "fn_rate": (4.02, 0.05),
-    },
-    "yolo": {
-        "auc": (83.98, 0.75),
-        "pr_auc": (95.12, 0.28),
-        "precision": (85.00, 0.42),
-        "tp_rate": (76.05, 0.01),
-        "fp_rate": (13.43, 0.44),
-        "tn_rate": (6.49, 0.44),
-        "fn_rate": (4.03, 0.02),
-    },
-    "stn": {
-        "auc": (84.22, 0.70),
-        "pr_auc": (95.23, 0.29),
-        "precision": (85.25, 0.49),
-        "tp_rate": (76.08, 0.01),
-        "fp_rate": (13.17, 0.42),
-        "tn_rate": (6.74, 0.42),
-        "fn_rate": (4.01, 0.02),
-    },
-}
-
-
-PAPER_PREVALENCE = 100 * 22146 / 27654  # Table I: 22,146 abnormal of 27,654 images
-
 
 PAPER_NOTE = (
     "Paper values are transcribed from Table II of the text we have, which is garbled: "
@@ -127,6 +92,45 @@ def table2_rows(folds: pd.DataFrame, threshold_on: str, with_paper: bool) -> tup
             if with_paper:
                 row.append(_paper_value(setting, metric))
         rows.append(row)
+    return columns, rows
+
+
+def std_rows(folds: pd.DataFrame, threshold_on: str) -> tuple[list, list]:
+    """Both std conventions per setting and metric: population (ddof=0, Table II) and sample."""
+    chosen = folds[folds["threshold_on"] == threshold_on]
+    settings = [s for s in SETTINGS if s in set(chosen["setting"])]
+    columns = ["Metric (%)"] + [f"{TITLES[s]}: ddof=0 / ddof=1" for s in settings]
+    rows = []
+    for metric in SUMMARY_METRICS:
+        row = [METRIC_TITLES[metric]]
+        for setting in settings:
+            values = chosen.loc[chosen["setting"] == setting, metric].to_numpy(dtype=float)
+            sample = values.std(ddof=1) if len(values) > 1 else math.nan
+            row.append(f"{values.std(ddof=0):.2f} / {sample:.2f}")
+        rows.append(row)
+    return columns, rows
+
+
+def table1_rows(labels_report: dict) -> tuple[list, list]:
+    """Our label counts (reports/labels.json) beside the paper's Table I, with shares."""
+    ours_total = labels_report["normal"] + labels_report["abnormal"]
+    paper_total = TABLE_I_NORMAL + TABLE_I_ABNORMAL
+    columns = ["Label", "images", "% of images", "paper: images", "paper: % of images"]
+    entries = [
+        *((name, labels_report["findings"].get(name, 0), count) for name, count in TABLE_I.items()),
+        ("Abnormal (any finding, binary label 1)", labels_report["abnormal"], TABLE_I_ABNORMAL),
+        ("No Finding (normal, binary label 0)", labels_report["normal"], TABLE_I_NORMAL),
+    ]
+    rows = [
+        [
+            name,
+            f"{ours:,}",
+            f"{100 * ours / ours_total:.2f}",
+            f"{paper:,}",
+            f"{100 * paper / paper_total:.2f}",
+        ]
+        for name, ours, paper in entries
+    ]
     return columns, rows
 
 
@@ -187,7 +191,9 @@ def table2_intro(threshold_on: str, recall: float, n_folds: int) -> str:
         f"{100 * recall:g}%, chosen {where} (`eval.threshold_on: {threshold_on}`). "
         "TP, FP, TN and FN rates are shares of all test images (they sum to 100). "
         "The std is the population std over folds (ddof=0, numpy's default, presumably "
-        "what the paper used)."
+        "what the paper used); the sample std (ddof=1) is listed below Table II. PR-AUC is "
+        "the average precision (scikit-learn's average_precision_score: precision summed "
+        "over recall steps), not a trapezoidal area under the PR curve."
     )
 
 
@@ -404,6 +410,7 @@ def build_page(inputs: ReportInputs) -> str:
     """The whole `reports/report.html`: one section per function, in reading order."""
     sections = [
         setup_section(inputs),
+        table1_section(inputs),
         table2_section(inputs),
         curves_section(inputs),
         roi_section(inputs),
@@ -449,6 +456,18 @@ def setup_section(inputs: ReportInputs) -> tuple[str, str]:
     return "What was run", html_table(None, setup, "kv")
 
 
+def table1_section(inputs: ReportInputs) -> tuple[str, str]:
+    labels_report = inputs.stage_reports.get("labels")
+    if labels_report is None:
+        return "Table I", paragraph("reports/labels.json missing: binarize was not run.", "note")
+    body = paragraph(
+        "Images of each finding and of each binary class after the uncertainty policy "
+        f"(labels.uncertain: {inputs.params['labels']['uncertain']}), beside the paper's "
+        "Table I. An abnormal image may carry several findings."
+    ) + html_table(*table1_rows(labels_report))
+    return "Table I: labels", body
+
+
 def table2_section(inputs: ReportInputs) -> tuple[str, str]:
     """Table II beside the paper's, the other threshold mode, and every run."""
     params, folds, threshold_on = inputs.params, inputs.folds, inputs.threshold_on
@@ -462,6 +481,8 @@ def table2_section(inputs: ReportInputs) -> tuple[str, str]:
         f"<h3>Threshold chosen on the {other} fold instead</h3>",
         paragraph("AUC and PR-AUC do not depend on the threshold."),
         html_table(*table2_rows(folds, other, with_paper=False)),
+        "<h3>Standard deviation over folds: population (ddof=0) and sample (ddof=1)</h3>",
+        html_table(*std_rows(folds, threshold_on)),
         "<details><summary>Every run (setting × fold × threshold mode)</summary>"
         + html_table(*fold_rows(folds))
         + "</details>",

@@ -142,7 +142,12 @@ def build_project(
         )
     write_json(
         root / "reports/labels.json",
-        {"normal": 10, "abnormal": 26, "excluded": {"not PA": 3, "neither": 1}},
+        {
+            "normal": int((labels["label"] == 0).sum()),
+            "abnormal": int((labels["label"] == 1).sum()),
+            "findings": {f: int(labels[f].sum()) for f in FINDINGS},
+            "excluded": {"not PA": 3, "neither": 1},
+        },
     )
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
     params["split"]["folds"] = n_folds

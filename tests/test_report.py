@@ -21,8 +21,9 @@ from cxrstn.cost import cost_rows
 from cxrstn.figures import stn_output, stn_window
 from cxrstn.metrics import GRID, mean_pr
 from cxrstn.provenance import git_commit, params_differences, shown_pairs
-from cxrstn.report import table2_markdown
+from cxrstn.report import std_rows, table1_rows, table2_markdown
 from cxrstn.settings import SETTINGS
+from cxrstn.sources.chexpert import FINDINGS
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -306,6 +307,25 @@ def test_stn_window_and_output():
     assert np.allclose(stn_output(image, 0.5, 0.5, 0.0, 0.0), 16 * source[:, None] + source)
     # tx = 0.5, sx = 0.5: the right half of the image
     assert stn_window(0.5, 1.0, 0.5, 0.0, 16)[0] == pytest.approx(7.5)
+
+
+def test_table1_beside_the_papers():
+    report = {"normal": 20, "abnormal": 80, "findings": {f: 0 for f in FINDINGS} | {"Edema": 10}}
+    columns, rows = table1_rows(report)
+    by_name = {row[0]: row[1:] for row in rows}
+    assert by_name["Edema"] == ["10", "10.00", "2,547", "9.21"]  # 2,547 of 27,654
+    assert by_name["No Finding (normal, binary label 0)"] == ["20", "20.00", "5,508", "19.92"]
+    assert by_name["Abnormal (any finding, binary label 1)"][2:] == ["22,146", "80.08"]
+
+
+def test_std_rows_give_both_conventions():
+    folds = pd.DataFrame(
+        {"setting": "baseline", "threshold_on": "test", "auc": [80.0, 82.0, 84.0]}
+        | {m: 0.0 for m in ("pr_auc", "precision", "tp_rate", "fp_rate", "tn_rate", "fn_rate")}
+    )
+    columns, rows = std_rows(folds, "test")
+    assert columns == ["Metric (%)", "Baseline: ddof=0 / ddof=1"]
+    assert rows[0] == ["AUC", "1.63 / 2.00"]  # sqrt(8/3) and sqrt(8/2)
 
 
 def test_shown_pairs_of_nested_json():

@@ -12,28 +12,13 @@ from __future__ import annotations
 
 import numpy as np
 
+from cxrstn.paper import TABLE_I, TABLE_I_ABNORMAL, TABLE_I_NORMAL
 from cxrstn.phantom.findings import FINDINGS, SUPPORT_DEVICES
 
 NO_FINDING = "No Finding"
 LABEL_COLUMNS = (NO_FINDING, *FINDINGS, SUPPORT_DEVICES)
 
 # Table I of the paper: counts among 27,654 PA images after U-Ones binarization.
-TABLE_I_NORMAL = 5508
-TABLE_I_ABNORMAL = 22146
-TABLE_I = {
-    "Enlarged Cardiomediastinum": 3297,
-    "Cardiomegaly": 4044,
-    "Lung Opacity": 10794,
-    "Lung Lesion": 2482,
-    "Edema": 2547,
-    "Consolidation": 4312,
-    "Pneumonia": 3469,
-    "Atelectasis": 6440,
-    "Pneumothorax": 2223,
-    "Pleural Effusion": 9880,
-    "Pleural Other": 1776,
-    "Fracture": 1540,
-}
 # Measured on the real CheXpert-v1.0-small train.csv, PA images: share of each finding's
 # mentions coded -1.0, and the share of images that are neither normal nor abnormal.
 UNCERTAIN_SHARE = {
