@@ -91,10 +91,12 @@ def train_detector(data_yaml: str | os.PathLike, out_dir: str | os.PathLike, par
     """Train the one-class thorax detector on `data_yaml`; ultralytics' run folder is `out_dir`.
 
     The model is built from `params["model"]` (an ultralytics yaml such as yolov5n.yaml,
-    no download) or loaded from local `params["weights"]` (a .pt file, e.g. COCO weights
-    for the paper's set-up). `TRAIN_KEYS` and `params["augment"]` go to the trainer as
-    they are; per-epoch validation is skipped (only the final model is validated) to save
-    CPU time. The best weights end up in `out_dir/weights/best.pt`. Returns the validation
+    no download) or loaded from local `params["weights"]` (a .pt file, e.g. the COCO
+    weights the paper fine-tunes). `TRAIN_KEYS` and `params["augment"]` go to the trainer
+    as they are. With `params["keep_best"]` every epoch is validated and the best one (by
+    ultralytics' fitness, 0.1 mAP@0.5 + 0.9 mAP@0.5:0.95) is kept, as the paper's
+    training does; without, validation is skipped until the end (saves CPU time) and the
+    last epoch is kept. The kept weights end up in `out_dir/weights/best.pt`. Returns the validation
     mAP@0.5, mAP@0.5:0.95, precision and recall, the model's parameter count, its GFLOPs
     at `imgsz`, and the training time in seconds.
     """
@@ -105,7 +107,11 @@ def train_detector(data_yaml: str | os.PathLike, out_dir: str | os.PathLike, par
     out_dir = Path(out_dir).resolve()
     weights = params.get("weights")
     if weights and not Path(weights).is_file():
-        raise ValueError(f"{weights}: detector weights file not found (nothing is downloaded)")
+        raise ValueError(
+            f"{weights}: detector.weights file not found; nothing is downloaded: put the "
+            "file there (README, 'Running the paper's configuration'), or set "
+            "detector.weights: null to train from scratch"
+        )
     model = YOLO(weights or params["model"])
     progress = tqdm(total=int(params["epochs"]), desc="train detector", unit="epoch")
     model.add_callback(
@@ -121,7 +127,7 @@ def train_detector(data_yaml: str | os.PathLike, out_dir: str | os.PathLike, par
         device=resolve_device(params.get("device", "auto")),
         single_cls=True,
         pretrained=bool(weights),
-        val=False,
+        val=bool(params.get("keep_best", False)),
         plots=False,
         verbose=False,
         **trainer_settings(params),

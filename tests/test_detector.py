@@ -148,5 +148,5 @@ def test_trainer_settings_merge_direct_keys_and_augment():
 def test_missing_weights_are_a_clear_error(tmp_path):
     with pytest.raises(ValueError, match="not found"):
         load_detector(tmp_path / "nope.pt")
-    with pytest.raises(ValueError, match="not found"):
+    with pytest.raises(ValueError, match=r"none\.pt: detector.weights file not found.*null"):
         train_detector(tmp_path / "data.yaml", tmp_path / "run", {**TINY, "weights": "none.pt"})

@@ -163,7 +163,7 @@ def test_outputs_of_later_stages(project):
     d = project["dir"]
     crops = pd.read_csv(d / "data/crops.csv")
     assert list(crops.columns) == ["path", "x0", "y0", "x1", "y1", "conf", "status"]
-    assert set(crops["status"]) <= {"cropped", "full"}
+    assert set(crops["status"]) <= {"cropped", "whole"}
     assert set(json.loads((d / "reports/detector.json").read_text())) >= {
         "map50",
         "map50_95",
