@@ -95,8 +95,12 @@ def predict(args: argparse.Namespace) -> None:
         print(f"ignored {count} file(s) in the folders that are no image ({suffix})")
     if inputs.duplicates:
         print(f"{inputs.duplicates} file(s) named more than once, scored once")
+    ensemble = result.ensemble
+    folds = ", ".join(map(str, ensemble.folds))
+    models = f"folds {folds} (mean score)" if args.fold is None else f"fold {folds}"
     print(
-        f"scored {len(results)} image(s), {int(results['abnormal'].sum())} called abnormal; "
+        f"scored {len(results)} image(s) with {ensemble.setting} {models}: "
+        f"{int(results['abnormal'].sum())} at or above the threshold {ensemble.threshold:.4g}; "
         f"wrote {args.out}"
     )
     if len(errors):

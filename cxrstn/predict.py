@@ -321,6 +321,7 @@ class Prediction:
     results: pd.DataFrame  # path, score, abnormal, rank, width, height, ... (ranked)
     errors: pd.DataFrame  # path, error
     inputs: Inputs
+    ensemble: Ensemble
 
 
 def predict_files(
@@ -407,7 +408,7 @@ def predict_files(
     progress.close()
     columns = ["path", "score", "abnormal", "rank", "width", "height"]
     results = rank(rows) if rows else pd.DataFrame(columns=columns)
-    return Prediction(results, pd.DataFrame(errors, columns=["path", "error"]), inputs)
+    return Prediction(results, pd.DataFrame(errors, columns=["path", "error"]), inputs, ensemble)
 
 
 def write_prediction(prediction: Prediction, out: str | os.PathLike) -> Path:
