@@ -248,6 +248,8 @@ def write_every_kind(folder: Path) -> dict[str, np.ndarray]:
     )
     low, high = float(values.min()), float(values.max())
     expected["mono1.dcm"] = 255 - np.rint((values - low) * (255 / (high - low))).astype(np.uint8)
+    dicom(values).save_as(folder / "sub" / "IM0001", enforce_file_format=True)  # no suffix
+    expected["IM0001"] = np.rint((values - low) * (255 / (high - low))).astype(np.uint8)
     return expected
 
 
