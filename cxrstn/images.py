@@ -50,7 +50,9 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
     """Decode any supported radiograph file to a uint8 2-D grayscale array (bone bright).
 
     Formats: anything PIL reads (JPEG with its EXIF orientation applied, PNG in 8-bit,
-    16-bit, palette, RGB(A) or LA form, GIF masks), raw JSRT `.IMG` and DICOM `.dcm`.
+    16-bit, palette, RGB(A) or LA form, GIF masks), raw JSRT `.IMG` and DICOM (`.dcm`,
+    `.dicom`, or any file with the DICOM preamble; compressed transfer syntaxes as far as
+    pydicom's installed decoders go, else an error naming the syntax).
     Colour and palette images are converted to luminance. Images deeper than 8 bits are
     scaled to 0-255 by the bit depth their maximum value needs (see `_scale_bit_depth`);
     DICOM goes through its modality and VOI LUTs and is min-max scaled, MONOCHROME1 inverted.
@@ -66,7 +68,7 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
     suffix = path.suffix.lower()
     if suffix == ".img":
         image = raw_img_to_display(read_raw_img(path))
-    elif suffix == ".dcm":
+    elif suffix in (".dcm", ".dicom") or is_dicom(path):
         image = _read_dicom(path)
     else:
         image = _read_pil(path)
@@ -147,9 +149,19 @@ def _scale_bit_depth(values: np.ndarray, path: Path) -> np.ndarray:
     return ((values * 255 + top // 2) // top).astype(np.uint8)
 
 
+def is_dicom(path: str | os.PathLike) -> bool:
+    """Whether the file is DICOM Part 10 ("DICM" after the 128-byte preamble), whatever its name:
+    archives often store DICOM files without a suffix."""
+    try:
+        with open(path, "rb") as f:
+            return f.read(132)[128:] == b"DICM"
+    except OSError:  # unreadable: the decoder that is tried instead reports it
+        return False
+
+
 def _read_dicom(path: Path) -> np.ndarray:
     import pydicom  # lazy: only DICOM input needs it
-    from pydicom.pixels import apply_modality_lut, apply_voi_lut
+    from pydicom.pixels import apply_modality_lut, apply_voi_lut, get_decoder
 
     try:
         dataset = pydicom.dcmread(path)
@@ -157,10 +169,26 @@ def _read_dicom(path: Path) -> np.ndarray:
         raise ImageError(f"{path}: not a readable DICOM file ({error})") from error
     if "PixelData" not in dataset:
         raise ImageError(f"{path}: DICOM file has no pixel data")
+    syntax = dataset.file_meta.get("TransferSyntaxUID")
+    if syntax is not None:
+        try:
+            decoder = get_decoder(syntax)
+        except NotImplementedError as error:
+            raise ImageError(
+                f"{path}: DICOM transfer syntax {syntax.name} ({syntax}) cannot be decoded: "
+                "pydicom has no decoder for it"
+            ) from error
+        if not decoder.is_available:
+            missing = "; ".join(f"{k}: {v}" for k, v in decoder.missing_dependencies.items())
+            raise ImageError(
+                f"{path}: DICOM transfer syntax {syntax.name} ({syntax}) needs a decoder "
+                f"that is not installed ({missing})"
+            )
     try:
         values = dataset.pixel_array
     except Exception as error:  # pydicom raises several types for undecodable pixel data
-        raise ImageError(f"{path}: cannot decode DICOM pixel data ({error})") from error
+        name = f" ({syntax.name})" if syntax is not None else ""
+        raise ImageError(f"{path}: cannot decode DICOM pixel data{name}: {error}") from error
     if dataset.get("SamplesPerPixel", 1) != 1 or values.ndim != 2:
         raise ImageError(f"{path}: expected one grayscale frame, got pixel array {values.shape}")
     values = apply_voi_lut(apply_modality_lut(values, dataset), dataset).astype(np.float64)
