@@ -15,6 +15,7 @@ whole pipeline, this stage included, and `dvc metrics diff` compares the two.
 """
 
 import pandas as pd
+import torch
 
 from cxrstn.images import ImageStore
 from cxrstn.io import load_params, run_stage, write_csv, write_json
@@ -69,6 +70,8 @@ def main() -> None:
     runs = load_runs(RUNS_DIR, settings, n_folds)
     store = ImageStore("data/resized")
     crops = pd.read_csv("data/crops.csv") if "yolo" in settings else None
+    if params["train"]["threads"]:  # as in training: oversubscribed threads run 5x slower
+        torch.set_num_threads(int(params["train"]["threads"]))
     device = choose_device(params["train"]["device"])
     batch_size = int(params["classifier"]["batch_size"])
 

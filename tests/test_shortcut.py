@@ -232,3 +232,22 @@ def test_make_variants_on_a_generated_phantom(phantoms):
         make_variants(store, moved, tasks, 96, seed=0)
     with pytest.raises(ValueError, match="not an image the phantom's params plan"):
         make_variants(store, frontal.tail(1), {}, 96, seed=0)
+
+
+def test_decisions_ignore_score_noise_at_the_threshold():
+    # Abnormal scores .9 .6 .4 -> at recall 0.95 the threshold is .4, itself a test score.
+    scored = pd.DataFrame(
+        {
+            "setting": "s",
+            "fold": 0,
+            "label": [1, 1, 1, 0, 0],
+            "score": [0.9, 0.6, 0.4, 0.5, 0.2],
+            "score_burned": [0.9, 0.6, 0.4 - 1e-6, 0.5, 0.45],  # noise, and a real change
+            "score_removed": [0.9, 0.3, 0.4, 0.5, 0.2],  # .6 drops below .4
+        }
+    )
+    table = add_decisions(scored, recall=0.95)
+    assert (table["threshold"] == 0.4).all()
+    assert table["called"].tolist() == [True, True, True, True, False]
+    assert table["called_burned"].tolist() == [True, True, True, True, True]
+    assert table["called_removed"].tolist() == [True, False, True, True, False]
