@@ -24,7 +24,6 @@ effects). Decisions use each fold's operating threshold on the *original* test s
 from __future__ import annotations
 
 import dataclasses
-import math
 import os
 import tempfile
 import zlib
@@ -77,19 +76,6 @@ def chexpert_tasks(phantom: dict) -> dict[str, Task]:
     return {task.file: task for task in tasks}
 
 
-def store_box(box, original_size: tuple[int, int], size: int) -> tuple[int, int, int, int]:
-    """A box in original pixels (x1, y1 exclusive) mapped onto the size x size stored image,
-    rounded outwards so that it still covers every lung pixel."""
-    width, height = original_size
-    x0, y0, x1, y1 = box
-    return (
-        math.floor(x0 * size / width),
-        math.floor(y0 * size / height),
-        min(math.ceil(x1 * size / width), size),
-        min(math.ceil(y1 * size / height), size),
-    )
-
-
 def burn_lettering(
     image: np.ndarray, box: tuple[int, int, int, int], view: str, rng: np.random.Generator
 ) -> tuple[np.ndarray, int]:
@@ -107,18 +93,18 @@ def burn_lettering(
     return np.round(np.clip(canvas, 0, 1) * 255).astype(np.uint8), drawn
 
 
-def text_free_image(task: Task, size: int, workdir: str | os.PathLike) -> tuple[np.ndarray, tuple]:
-    """The phantom image of `task` rendered with its text off, as the resize stage stores it.
+def text_free_image(task: Task, workdir: str | os.PathLike) -> tuple[np.ndarray, tuple]:
+    """The phantom image of `task` rendered with its text off, as its file decodes.
 
-    Written by the phantom's own writer (JPEG) into `workdir`, then decoded and resized
-    like every stored image. Returns the image and its lung box (original pixels). Only
-    frontal views: a lateral draws its text from the shared stream, so it would change.
+    Written by the phantom's own writer (JPEG) into `workdir`, then decoded like every
+    original file. Returns the image and its lung box (original pixels). Only frontal
+    views: a lateral draws its text from the shared stream, so it would change.
     """
     if task.spec.get("view") == "LAT":
         raise ValueError(f"{task.file}: a lateral view cannot be re-rendered without its text")
     text_free = dataclasses.replace(task, spec={**task.spec, "text": False})
     truth = run_task(text_free, workdir)
-    image = resize_square(read_image(Path(workdir) / task.file), size)
+    image = read_image(Path(workdir) / task.file)
     return image, tuple(int(truth[key]) for key in BOX_COLUMNS)
 
 
@@ -143,29 +129,29 @@ def image_rng(seed: int, path: str) -> np.random.Generator:
 
 
 def make_variants(
-    store, images: pd.DataFrame, tasks: dict[str, Task], size: int, seed: int
-) -> dict[str, ArrayStore]:
-    """The three variants of the test images in `images` (`path, view, words, x0..y1`).
+    files: dict[str, Path], images: pd.DataFrame, tasks: dict[str, Task], seed: int
+) -> dict[str, dict[str, np.ndarray]]:
+    """The three variants of the test images in `images` (`path, view, words, x0..y1`), at
+    the original files' resolution: `files` maps each path to its original file.
 
-    The lung box of each text-free render must equal the one in truth.csv: otherwise the
-    phantom's params or code differ from those that wrote data/phantom, and the "same
-    image without text" would be another image.
+    Each setting then prepares them as the pipeline prepares the originals
+    (`resized_variants`, `cropped_variants`). The lung box of each text-free render must
+    equal the one in truth.csv: otherwise the phantom's params or code differ from those
+    that wrote data/phantom, and the "same image without text" would be another image.
     """
     variants = {name: {} for name in VARIANTS}
     with tempfile.TemporaryDirectory(prefix="shortcut-") as workdir:
         for row in tqdm(images.itertuples(), total=len(images), desc="shortcut", unit="img"):
             if row.path not in tasks:
                 raise ValueError(f"{row.path}: not an image the phantom's params plan")
-            task = tasks[row.path]
-            original = store[row.path]
+            original = read_image(files[row.path])
             lung_box = tuple(int(getattr(row, key)) for key in BOX_COLUMNS)
-            box = store_box(lung_box, task.size, size)
             variants["original"][row.path] = original
             variants["burned"][row.path], _ = burn_lettering(
-                original, box, row.view, image_rng(seed, row.path)
+                original, lung_box, row.view, image_rng(seed, row.path)
             )
             if row.words > 0:
-                removed, rendered_box = text_free_image(task, size, workdir)
+                removed, rendered_box = text_free_image(tasks[row.path], workdir)
                 if rendered_box != lung_box:
                     raise ValueError(
                         f"{row.path}: re-rendered lung box {rendered_box} differs from "
@@ -175,29 +161,36 @@ def make_variants(
                 variants["removed"][row.path] = removed
             else:
                 variants["removed"][row.path] = original
-    return {name: ArrayStore(found, name) for name, found in variants.items()}
+    return variants
+
+
+def resized_variants(variants: dict[str, dict], size: int) -> dict[str, ArrayStore]:
+    """What the baseline and STN see: each variant resized as the resize stage does."""
+    return {
+        name: ArrayStore({path: resize_square(image, size) for path, image in found.items()}, name)
+        for name, found in variants.items()
+    }
 
 
 def cropped_variants(
-    variants: dict[str, ArrayStore], crops: pd.DataFrame, size: int, paths
+    variants: dict[str, dict], crops: pd.DataFrame, detected_on: int, size: int, paths
 ) -> dict[str, ArrayStore]:
-    """The images `paths` of each variant cut to the yolo setting's square crop (`data/crops.csv`
-    box), as the crop stage cuts the originals; an image kept whole (status `full`) is only
-    resized."""
+    """What the yolo setting sees: the images `paths` of each variant cut to the square of
+    their `data/crops.csv` box (found on the `detected_on` px stored copy), as the crop
+    stage cuts the originals; an image kept whole is only resized."""
     boxes = crops.set_index("path")
     result = {}
-    for name, store in variants.items():
+    for name, found in variants.items():
         images = {}
         for path in paths:
-            image = store[path]
             if path not in boxes.index:
                 raise ValueError(f"data/crops.csv: no row for test image {path}")
             row = boxes.loc[path]
             if row["status"] == "cropped":
                 box = tuple(float(row[key]) for key in BOX_COLUMNS)
-                images[path] = crop_to_thorax(image, box, size)
+                images[path] = crop_to_thorax(found[path], box, size, detected_on)
             else:
-                images[path] = resize_square(image, size)
+                images[path] = resize_square(found[path], size)
         result[name] = ArrayStore(images, f"{name} crops")
     return result
 

@@ -14,11 +14,16 @@ setting and says why. The measurement at another text-label correlation is an ex
 whole pipeline, this stage included, and `dvc metrics diff` compares the two.
 """
 
+from cxrstn.runtime import configure_tools, run_stage
+
+configure_tools()  # before the libraries below read their settings
+
 import pandas as pd
 import torch
 
+from cxrstn.device import choose_device
 from cxrstn.images import ImageStore
-from cxrstn.io import load_params, run_stage, write_csv, write_json
+from cxrstn.io import load_params, write_csv, write_json
 from cxrstn.metrics import available_settings, load_runs
 from cxrstn.shortcut import (
     add_decisions,
@@ -27,10 +32,12 @@ from cxrstn.shortcut import (
     cropped_variants,
     is_phantom,
     make_variants,
+    resized_variants,
     score_variants,
     summarize,
 )
-from cxrstn.train import choose_device, load_model
+from cxrstn.sources import chexpert
+from cxrstn.train import load_model
 
 RUNS_DIR = "reports/runs"
 PHANTOM_DIR = "data/phantom"
@@ -69,6 +76,8 @@ def main() -> None:
     tasks = chexpert_tasks(params["phantom"])
     runs = load_runs(RUNS_DIR, settings, n_folds)
     store = ImageStore("data/resized")
+    csv_path = chexpert.find_csv(params["data"]["chexpert"])
+    seed = int(params["shortcut"]["seed"])
     crops = pd.read_csv("data/crops.csv") if "yolo" in settings else None
     if params["train"]["threads"]:  # as in training: oversubscribed threads run 5x slower
         torch.set_num_threads(int(params["train"]["threads"]))
@@ -86,15 +95,15 @@ def main() -> None:
                 f"{PHANTOM_DIR}/truth.csv: no lung box for {len(missing)} test images of "
                 f"fold {fold}, e.g. {missing[0]}"
             )
-        variants = make_variants(
-            store, images.reset_index(), tasks, size, int(params["shortcut"]["seed"])
-        )
+        files = {path: chexpert.image_file(csv_path, path) for path in paths}
+        variants = make_variants(files, images.reset_index(), tasks, seed)
+        resized = resized_variants(variants, size)
         for setting, test in tests.items():
             model = load_model(f"models/{setting}/fold{fold}/model.pt", device)
             if setting == "yolo":
-                seen = cropped_variants(variants, crops, size, test["path"])
+                seen = cropped_variants(variants, crops, store.size, size, test["path"])
             else:
-                seen = variants
+                seen = resized
             scored = score_variants(model, seen, test, batch_size, device)
             check_reproduced(scored, test, f"{RUNS_DIR}/{setting}/fold{fold}/predictions.csv")
             text = scored["path"].map(images["words"]) > 0

@@ -21,7 +21,6 @@ from cxrstn.shortcut import (
     is_phantom,
     make_variants,
     score_variants,
-    store_box,
     summarize,
     text_free_image,
 )
@@ -29,13 +28,6 @@ from cxrstn.shortcut import (
 SIZE = 64
 BOX = (16, 12, 48, 52)  # lung box of the constructed images (x1, y1 exclusive)
 PAD = 2  # max(2, round(0.02 * 64))
-
-
-def test_store_box_rounds_outwards():
-    # 320 x 390 original to 512: x * 1.6, y * 512/390; 10.5 * 1.6 = 16.8 -> 16 (floor),
-    # 300.2 * 1.6 = 480.32 -> 481 (ceil); 39 * 512/390 = 51.2 -> 51; 389 -> 510.7 -> 511.
-    assert store_box((10.5, 39, 300.2, 389), (320, 390), 512) == (16, 51, 481, 511)
-    assert store_box((0, 0, 320, 390), (320, 390), 512) == (0, 0, 512, 512)
 
 
 def _image(value: int = 60) -> np.ndarray:
@@ -134,7 +126,7 @@ def test_check_reproduced_catches_other_scores():
 
 def test_cropped_variants_cut_the_crop_box_of_every_variant():
     image = np.arange(SIZE * SIZE, dtype=np.uint16).reshape(SIZE, SIZE).astype(np.uint8)
-    variants = {"original": ArrayStore({"a": image, "b": image}, "o")}
+    variants = {"original": {"a": image, "b": image}}
     crops = pd.DataFrame(
         {
             "path": ["a", "b"],
@@ -143,15 +135,15 @@ def test_cropped_variants_cut_the_crop_box_of_every_variant():
             "x1": [40.0, None],
             "y1": [24.0, None],
             "conf": [0.95, 0.1],
-            "status": ["cropped", "full"],
+            "status": ["cropped", "whole"],
         }
     )
-    cropped = cropped_variants(variants, crops, 32, ["a", "b"])["original"]
+    cropped = cropped_variants(variants, crops, SIZE, 32, ["a", "b"])["original"]
     # box 32 x 16 -> square of side 32 centred on (24, 16): rows 0..32, cols 8..40
     np.testing.assert_array_equal(cropped["a"], image[0:32, 8:40])
     np.testing.assert_array_equal(cropped["b"], resize_square(image, 32))
     with pytest.raises(ValueError, match="no row for test image c"):
-        cropped_variants({"original": ArrayStore({"c": image}, "o")}, crops, 32, ["c"])
+        cropped_variants({"original": {"c": image}}, crops, SIZE, 32, ["c"])
 
 
 def test_is_phantom(tmp_path):
@@ -198,15 +190,15 @@ def test_removal_gives_the_phantoms_own_text_free_rendering(phantoms, tmp_path):
     assert len(normal_with_text) >= 1
     tasks = chexpert_tasks({**PHANTOM, "text_label_correlation": 0.0})
     for row in normal_with_text.itertuples():
-        removed, box = text_free_image(tasks[row.file], 96, tmp_path)
-        expected = resize_square(read_image(root / "1.0" / row.file), 96)
+        removed, box = text_free_image(tasks[row.file], tmp_path)
+        expected = read_image(root / "1.0" / row.file)
         np.testing.assert_array_equal(removed, expected)
         assert box == (row.x0, row.y0, row.x1, row.y1)
-        with_text = resize_square(read_image(root / "0.0" / row.file), 96)
+        with_text = read_image(root / "0.0" / row.file)
         assert (with_text != removed).sum() > 5  # the text was there
     lateral = next(task for task in tasks.values() if task.spec["view"] == "LAT")
     with pytest.raises(ValueError, match="lateral view"):
-        text_free_image(lateral, 96, tmp_path)
+        text_free_image(lateral, tmp_path)
 
 
 def test_make_variants_on_a_generated_phantom(phantoms):
@@ -214,14 +206,13 @@ def test_make_variants_on_a_generated_phantom(phantoms):
     truth = truths[0.0]
     frontal = truth[(truth["view"] != "LAT")].rename(columns={"file": "path"}).head(8)
     assert frontal["words"].gt(0).any() and frontal["words"].eq(0).any()
-    store = {p: resize_square(read_image(root / "0.0" / p), 96) for p in frontal["path"]}
+    files = {p: root / "0.0" / p for p in frontal["path"]}
     tasks = chexpert_tasks({**PHANTOM, "text_label_correlation": 0.0})
-    variants = make_variants(store, frontal, tasks, 96, seed=0)
+    variants = make_variants(files, frontal, tasks, seed=0)
     for row in frontal.itertuples():
         original = variants["original"][row.path]
-        np.testing.assert_array_equal(original, store[row.path])
-        x0, y0, x1, y1 = store_box((row.x0, row.y0, row.x1, row.y1), (160, 195), 96)
-        lungs = np.s_[y0:y1, x0:x1]
+        np.testing.assert_array_equal(original, read_image(files[row.path]))
+        lungs = np.s_[row.y0 : row.y1, row.x0 : row.x1]
         np.testing.assert_array_equal(variants["burned"][row.path][lungs], original[lungs])
         assert (variants["burned"][row.path] != original).any()
         if row.words == 0:
@@ -229,9 +220,9 @@ def test_make_variants_on_a_generated_phantom(phantoms):
     # A truth.csv that does not belong to these params is caught.
     moved = frontal[frontal["words"] > 0].head(1).assign(x0=lambda f: f["x0"] + 1)
     with pytest.raises(ValueError, match="re-rendered lung box"):
-        make_variants(store, moved, tasks, 96, seed=0)
+        make_variants(files, moved, tasks, seed=0)
     with pytest.raises(ValueError, match="not an image the phantom's params plan"):
-        make_variants(store, frontal.tail(1), {}, 96, seed=0)
+        make_variants(files, frontal.tail(1), {}, seed=0)
 
 
 def test_decisions_ignore_score_noise_at_the_threshold():
