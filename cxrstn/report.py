@@ -399,6 +399,7 @@ class ReportInputs:
     stage_reports: dict  # name -> reports/<name>.json, or None when the stage did not run
     figures: dict  # name -> PNG path
     roi_how: str  # how the ROI examples were chosen
+    comparisons: pd.DataFrame | None = None  # reports/eval/comparisons.csv (cxrstn.stats)
     paper_params: str | os.PathLike = "params.paper.yaml"
 
     @property
@@ -412,6 +413,7 @@ def build_page(inputs: ReportInputs) -> str:
         setup_section(inputs),
         table1_section(inputs),
         table2_section(inputs),
+        comparisons_section(inputs),
         curves_section(inputs),
         roi_section(inputs),
         findings_section(inputs),
@@ -488,6 +490,45 @@ def table2_section(inputs: ReportInputs) -> tuple[str, str]:
         + "</details>",
     ]
     return "Table II", "\n".join(parts)
+
+
+def comparison_rows(table: pd.DataFrame) -> tuple[list, list]:
+    """One row per pair of settings and fold (and over all folds): AUCs, difference, DeLong's
+    p and the patient-bootstrap 95% interval of the difference."""
+    columns = ["Comparison", "Fold", "Test images", "AUC a", "AUC b", "b − a"]
+    columns += ["DeLong z", "p", "bootstrap 95% CI of b − a"]
+    rows = []
+    for row in table.itertuples():
+        rows.append(
+            [
+                f"{TITLES[row.setting_b]} vs {TITLES[row.setting_a]}",
+                "all (stratified)" if str(row.fold) == "all" else str(row.fold),
+                f"{int(row.n_images):,}",
+                f"{row.auc_a:.2f}",
+                f"{row.auc_b:.2f}",
+                f"{row.diff:+.2f}",
+                f"{row.z:.2f}",
+                f"{row.p:.3g}",
+                f"[{row.ci_low:+.2f}, {row.ci_high:+.2f}]",
+            ]
+        )
+    return columns, rows
+
+
+def comparisons_section(inputs: ReportInputs) -> tuple[str, str]:
+    title = "Are the AUC differences significant?"
+    if inputs.comparisons is None or inputs.comparisons.empty:
+        return title, paragraph("No paired comparison: fewer than two settings were run.", "note")
+    body = paragraph(
+        "The settings are scored on the same test images, so their AUCs are compared "
+        "pairwise: DeLong's test for correlated ROC curves in each fold, and over all folds "
+        "as a stratified test of the mean per-fold difference (the folds' test patients are "
+        "disjoint); the interval is a paired bootstrap over patients (each resample draws a "
+        "fold's test patients with all their images and scores both settings on it). Both "
+        "treat the trained models as fixed: they measure the uncertainty of the test set, "
+        "not of training. The paper reports no test of its differences."
+    ) + html_table(*comparison_rows(inputs.comparisons))
+    return title, body
 
 
 def curves_section(inputs: ReportInputs) -> tuple[str, str]:

@@ -190,8 +190,8 @@ def patient_draws(patients, n_boot: int, rng: np.random.Generator) -> np.ndarray
 def paired_frames(runs: dict, folds: pd.DataFrame, a: str, b: str) -> dict[int, pd.DataFrame]:
     """Per fold, the test images scored by both settings: `path, patient, label, score_a, score_b`.
 
-    Settings may score different subsets (yolo leaves out images without a crop); only
-    images both scored are compared, and `n_images` in the table says how many.
+    Only images both settings scored are compared (the evaluate stage has already checked
+    that all settings scored the same test images); `n_images` in the table says how many.
     """
     patient_of = dict(zip(folds["path"], folds["patient"], strict=True))
     frames = {}

@@ -6,7 +6,9 @@ against the fold roles of data/folds.csv) and writes
 `reports/eval/folds.csv` (every setting x fold x threshold mode), the ROC and PR
 points of every run (`reports/eval/roc.csv`, `reports/eval/pr.csv`) for the report, the
 mean curve of each setting (`reports/plots/roc.csv`, `reports/plots/pr.csv`) for
-`dvc plots show/diff`, and the operating thresholds that `cxrstn predict` applies
+`dvc plots show/diff`, the paired comparisons of the settings' AUCs (DeLong's test and a
+patient bootstrap, `reports/eval/comparisons.csv`, summarised under `paired` in
+reports/metrics.json), and the operating thresholds that `cxrstn predict` applies
 (`models/thresholds.json`).
 A setting without any run folder (e.g. yolo when no detector was trained) is left out
 and said so; a setting with a missing fold is an error.
@@ -31,6 +33,7 @@ from cxrstn.metrics import (
     summary,
 )
 from cxrstn.settings import SETTINGS
+from cxrstn.stats import comparison_metrics, comparison_table
 
 RUNS_DIR = "reports/runs"
 
@@ -79,7 +82,8 @@ def main() -> None:
         if setting not in settings:
             print(f"evaluate: {RUNS_DIR}/{setting} does not exist: setting {setting} left out")
     runs = load_runs(RUNS_DIR, settings, n_folds)
-    check_roles(runs, pd.read_csv("data/folds.csv"), n_folds)
+    folds_csv = pd.read_csv("data/folds.csv")
+    check_roles(runs, folds_csv, n_folds)
     check_same_test_images(runs)
     folds = fold_table(runs, recall)
     metrics = summary(folds, threshold_on)
@@ -91,7 +95,11 @@ def main() -> None:
     mean_roc, mean_pr = mean_curves(roc, pr)
     write_csv("reports/plots/roc.csv", mean_roc)
     write_csv("reports/plots/pr.csv", mean_pr)
-    write_json("reports/metrics.json", metrics)
+    comparisons = comparison_table(
+        runs, folds_csv, int(params["eval"]["bootstrap"]), int(params["eval"]["bootstrap_seed"])
+    )
+    write_csv("reports/eval/comparisons.csv", comparisons)
+    write_json("reports/metrics.json", metrics | {"paired": comparison_metrics(comparisons)})
     write_json("models/thresholds.json", operating_thresholds(runs, folds, recall, threshold_on))
     for setting, values in metrics.items():
         print(

@@ -83,7 +83,17 @@ def main() -> None:
     training_figure(read_live_logs(RUNS_DIR), FIGURES["training"])
 
     page = build_page(
-        ReportInputs(params, folds, labels, run_info, analysis, stage_reports, FIGURES, roi_how)
+        ReportInputs(
+            params,
+            folds,
+            labels,
+            run_info,
+            analysis,
+            stage_reports,
+            FIGURES,
+            roi_how,
+            comparisons=pd.read_csv("reports/eval/comparisons.csv"),
+        )
     )
     with atomic_path("reports/report.html") as tmp:
         tmp.write_text(page)

@@ -86,6 +86,7 @@ def expected_metrics(root: Path, settings, n_folds: int, recall: float, mode: st
 
 
 def assert_close(actual: dict, expected: dict) -> None:
+    actual = {k: v for k, v in actual.items() if k != "paired"}  # checked on its own
     assert set(actual) == set(expected)
     for setting, metrics in expected.items():
         assert set(actual[setting]) == set(metrics)
@@ -125,6 +126,21 @@ def test_mean_pr_curve_at_the_operating_recall_is_the_mean_operating_precision(
     for setting in SETTINGS:
         mean = mean_pr(pr[pr["setting"] == setting])[at_95]
         assert mean == pytest.approx(metrics[setting]["precision"]["mean"], abs=1e-4)
+
+
+def test_paired_differences_are_the_differences_of_mean_fold_aucs(project, run_stage):
+    run_stage("evaluate", project)
+    paired = json.loads((project / "reports/metrics.json").read_text())["paired"]
+    assert set(paired) == {"baseline_vs_stn", "baseline_vs_yolo", "yolo_vs_stn"}
+    folds = pd.read_csv(project / "reports/eval/folds.csv")
+    mean_auc = folds[folds["threshold_on"] == "test"].groupby("setting")["auc"].mean()
+    for pair, values in paired.items():
+        a, b = pair.split("_vs_")
+        assert values["auc_diff"] == pytest.approx(mean_auc[b] - mean_auc[a], abs=1e-3)
+        assert values["ci_low"] <= values["auc_diff"] <= values["ci_high"]
+        assert 0 <= values["p"] <= 1
+    table = pd.read_csv(project / "reports/eval/comparisons.csv")
+    assert set(table["fold"].astype(str)) == {"0", "1", "2", "all"}
 
 
 def test_threshold_on_val_is_used_for_metrics_json(project, monkeypatch, run_stage):
