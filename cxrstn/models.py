@@ -5,9 +5,11 @@ Every model takes the stored S x S grayscale image as a float tensor N x 1 x S x
 itself brings the image to the classifier's input size, so that the ST module can sample
 its zoomed window from the full resolution instead of from an already shrunk copy.
 
-The first convolution takes one channel. Repeating a gray image to three channels gives
-the same result as one channel whose kernel is the sum of the three, at three times the
-first layer's cost; a three-channel (e.g. ImageNet) state dict is converted that way.
+By default the first convolution takes one channel. Repeating a gray image to three
+channels gives the same result as one channel whose kernel is the sum of the three, at
+three times the first layer's cost; a three-channel (e.g. ImageNet) state dict is converted
+that way. `classifier.in_channels: 3` keeps torchvision's three-channel VGG16 and repeats
+the gray image, as the authors' code does.
 """
 
 from __future__ import annotations
@@ -29,8 +31,8 @@ def _scaled(channels: int, width: float) -> int:
     return max(1, round(channels * width))
 
 
-def vgg16_single(width: float = 1.0, dropout: float = 0.5) -> VGG:
-    """torchvision's VGG16 with every width scaled, one input channel and one output.
+def vgg16_single(width: float = 1.0, dropout: float = 0.5, in_channels: int = 1) -> VGG:
+    """torchvision's VGG16 with every width scaled, `in_channels` inputs and one output.
 
     `dropout` is the rate of the head's two dropout layers (torchvision: 0.5); a narrow
     head on a small data set learns much faster with less. The model is built on the meta
@@ -41,7 +43,7 @@ def vgg16_single(width: float = 1.0, dropout: float = 0.5) -> VGG:
     hidden = _scaled(4096, width)
     with torch.device("meta"):
         model = VGG(make_layers(cfg), num_classes=1, init_weights=False)
-        model.features[0] = nn.Conv2d(1, cfg[0], kernel_size=3, padding=1)
+        model.features[0] = nn.Conv2d(in_channels, cfg[0], kernel_size=3, padding=1)
         model.classifier = nn.Sequential(
             nn.Linear(cfg[-2] * 7 * 7, hidden),
             nn.ReLU(True),
@@ -68,13 +70,13 @@ def vgg16_single(width: float = 1.0, dropout: float = 0.5) -> VGG:
 
 
 def load_vgg_weights(model: VGG, path: str | os.PathLike) -> None:
-    """Load a local VGG16 state dict; a 3-channel first conv is summed to one channel.
+    """Load a local VGG16 state dict; a 3-channel first conv is summed for a 1-channel model.
 
     Layers whose shape differs (e.g. a 1000-class last layer) keep their initialisation.
     """
     state = torch.load(path, map_location="cpu", weights_only=True)
     first = state.get("features.0.weight")
-    if first is not None and first.shape[1] == 3:
+    if first is not None and first.shape[1] == 3 and model.features[0].in_channels == 1:
         state["features.0.weight"] = first.sum(dim=1, keepdim=True)
     own = model.state_dict()
     usable = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
@@ -87,33 +89,86 @@ def normalise(x: torch.Tensor) -> torch.Tensor:
     return (x - PIXEL_MEAN) / PIXEL_STD
 
 
+def to_size(x: torch.Tensor, size: int) -> torch.Tensor:
+    """Antialiased bilinear resize of N x C x H x W images to size x size (no-op if equal)."""
+    if x.shape[-1] == size and x.shape[-2] == size:
+        return x
+    return F.interpolate(x, size=(size, size), mode="bilinear", antialias=True)
+
+
 class Classifier(nn.Module):
     """Baseline and YOLO model: antialiased bilinear downsampling to `input_size`, then VGG16."""
 
-    def __init__(self, width: float = 1.0, input_size: int = 512, dropout: float = 0.5):
+    def __init__(
+        self, width: float = 1.0, input_size: int = 512, dropout: float = 0.5, in_channels: int = 1
+    ):
         super().__init__()
+        if in_channels not in (1, 3):
+            raise ValueError(f"classifier.in_channels must be 1 or 3, got {in_channels}")
         self.input_size = input_size
-        self.vgg = vgg16_single(width, dropout)
+        self.in_channels = in_channels
+        self.vgg = vgg16_single(width, dropout, in_channels)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.shape[-1] != self.input_size or x.shape[-2] != self.input_size:
-            x = F.interpolate(
-                x, size=(self.input_size, self.input_size), mode="bilinear", antialias=True
+        x = normalise(to_size(x, self.input_size))
+        return self.vgg(x.expand(-1, self.in_channels, -1, -1)).squeeze(1)
+
+
+def compact_localization(loc_channels: tuple[int, ...], loc_size: int) -> tuple[nn.Sequential, int]:
+    """Four conv3x3-ReLU-maxpool blocks on a `loc_size` copy; returns (net, flat outputs)."""
+    if len(loc_channels) != 4:
+        raise ValueError(f"the localization net has four conv blocks, got {loc_channels}")
+    if loc_size % 16:
+        raise ValueError(f"stn loc_size must be a multiple of 16, got {loc_size}")
+    blocks: list[nn.Module] = []
+    in_channels = 1
+    for channels in loc_channels:
+        blocks += [
+            nn.Conv2d(in_channels, channels, kernel_size=3, padding=1),
+            nn.ReLU(True),
+            nn.MaxPool2d(2),
+        ]
+        in_channels = channels
+    return nn.Sequential(*blocks), in_channels * (loc_size // 16) ** 2
+
+
+AUTHORS_KERNELS = (7, 5, 5, 5)
+AUTHORS_CHANNELS = (16, 32, 64, 128)
+AUTHORS_HIDDEN = 32
+
+
+def authors_localization(in_channels: int, input_size: int) -> tuple[nn.Sequential, int]:
+    """The authors' localization net: conv (7, 5, 5, 5 px; 16, 32, 64, 128 channels; no
+    padding), each followed by 2x2 max-pool then ReLU; returns (net, flat outputs).
+
+    Their first dense layer has a fixed 18,432 = 128 x 12 x 12 inputs: what this net gives
+    for a 256 px input, not for the 512 px images of the paper. Here the flat size follows
+    from `input_size` (28 x 28 x 128 = 100,352 at 512 px), so the net works at any size.
+    """
+    blocks: list[nn.Module] = []
+    side, channels_in = input_size, in_channels
+    for kernel, channels in zip(AUTHORS_KERNELS, AUTHORS_CHANNELS, strict=True):
+        blocks += [nn.Conv2d(channels_in, channels, kernel), nn.MaxPool2d(2, 2), nn.ReLU(True)]
+        side, channels_in = (side - kernel + 1) // 2, channels
+        if side < 1:
+            raise ValueError(
+                f"the authors' localization net needs a larger input than {input_size} px"
             )
-        return self.vgg(normalise(x)).squeeze(1)
+    return nn.Sequential(*blocks), channels_in * side * side
 
 
 class STModule(nn.Module):
     """Attention by scaling and translation only: theta = [[sx, 0, tx], [0, sy, ty]].
 
-    The localization net (four conv-ReLU-maxpool blocks, a dense layer with ReLU and a
-    dense layer giving sx, sy, tx, ty) sees the image shrunk to `loc_size`; the grid
-    samples the full-resolution input bilinearly into `output_size` pixels, so a zoomed
-    window keeps the detail of the stored image. Along an axis where the window is wider
-    than `output_size` input pixels (e.g. sx = 1 from 512 to 96 px) several samples per
-    output pixel are averaged, so that shrinking does not alias; at the paper's 512 px
+    The localization net (four conv blocks, a dense layer with ReLU and a dense layer
+    giving sx, sy, tx, ty) is either `compact` (3x3 convs on the image shrunk to
+    `loc_size`) or `authors` (their net, on the image at the classifier's input size);
+    the grid samples the full-resolution input bilinearly into `output_size` pixels, so a
+    zoomed window keeps the detail of the stored image. Along an axis where the window is
+    wider than `output_size` input pixels (e.g. sx = 1 from 512 to 96 px) several samples
+    per output pixel are averaged, so that shrinking does not alias; at the paper's 512 px
     output this never happens. The last layer starts with zero weights and the initial
-    parameters as bias, as in the PyTorch STN tutorial.
+    parameters as bias, as in the PyTorch STN tutorial and the authors' code.
     """
 
     def __init__(
@@ -123,28 +178,23 @@ class STModule(nn.Module):
         loc_size: int = 64,
         loc_channels: tuple[int, ...] = (8, 16, 32, 32),
         loc_hidden: int = 64,
+        loc_net: str = "compact",
+        in_channels: int = 1,
     ):
         super().__init__()
-        if len(loc_channels) != 4:
-            raise ValueError(f"the localization net has four conv blocks, got {loc_channels}")
-        if loc_size % 16:
-            raise ValueError(f"stn loc_size must be a multiple of 16, got {loc_size}")
         self.output_size = output_size
-        self.loc_size = loc_size
-        blocks: list[nn.Module] = []
-        in_channels = 1
-        for channels in loc_channels:
-            blocks += [
-                nn.Conv2d(in_channels, channels, kernel_size=3, padding=1),
-                nn.ReLU(True),
-                nn.MaxPool2d(2),
-            ]
-            in_channels = channels
-        self.localization = nn.Sequential(*blocks)
-        side = loc_size // 16
+        if loc_net == "compact":
+            self.loc_size, self.loc_channels = loc_size, 1
+            self.localization, flat = compact_localization(loc_channels, loc_size)
+        elif loc_net == "authors":
+            self.loc_size, self.loc_channels = output_size, in_channels
+            self.localization, flat = authors_localization(in_channels, output_size)
+            loc_hidden = AUTHORS_HIDDEN
+        else:
+            raise ValueError(f"stn.loc_net must be compact or authors, got {loc_net!r}")
         self.regressor = nn.Sequential(
             nn.Flatten(),
-            nn.Linear(in_channels * side * side, loc_hidden),
+            nn.Linear(flat, loc_hidden),
             nn.ReLU(True),
             nn.Linear(loc_hidden, 4),
         )
@@ -155,10 +205,8 @@ class STModule(nn.Module):
 
     def params(self, x: torch.Tensor) -> torch.Tensor:
         """Predict (sx, sy, tx, ty) per image, N x 4."""
-        small = F.interpolate(
-            x, size=(self.loc_size, self.loc_size), mode="bilinear", antialias=True
-        )
-        return self.regressor(self.localization(normalise(small)))
+        small = normalise(to_size(x, self.loc_size)).expand(-1, self.loc_channels, -1, -1)
+        return self.regressor(self.localization(small))
 
     @staticmethod
     def theta(params: torch.Tensor) -> torch.Tensor:
@@ -192,11 +240,13 @@ class STN(nn.Module):
         super().__init__()
         self.classifier = classifier
         self.st = st
+        # (sx, sy, tx, ty) of the last batch, still in the graph: a loss term on the window
+        # (the apex penalty) back-propagates through it
         self.last_params: torch.Tensor | None = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         transformed, params = self.st(x)
-        self.last_params = params.detach()
+        self.last_params = params
         return self.classifier(transformed)
 
 
@@ -208,7 +258,10 @@ def build_model(setting: str, classifier: dict, stn: dict | None = None) -> nn.M
     """
     if classifier["arch"] != "vgg16":
         raise ValueError(f"classifier.arch must be vgg16, got {classifier['arch']!r}")
-    model = Classifier(classifier["width"], classifier["input_size"], classifier["dropout"])
+    in_channels = classifier.get("in_channels", 1)
+    model = Classifier(
+        classifier["width"], classifier["input_size"], classifier["dropout"], in_channels
+    )
     if classifier.get("weights"):
         load_vgg_weights(model.vgg, classifier["weights"])
     if setting in ("baseline", "yolo"):
@@ -223,6 +276,8 @@ def build_model(setting: str, classifier: dict, stn: dict | None = None) -> nn.M
         loc_size=stn["loc_size"],
         loc_channels=tuple(stn["loc_channels"]),
         loc_hidden=stn["loc_hidden"],
+        loc_net=stn.get("loc_net", "compact"),
+        in_channels=in_channels,
     )
     return STN(model, st)
 

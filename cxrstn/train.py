@@ -1,11 +1,15 @@
 """Training of one classifier on one fold, and prediction with the trained model.
 
-`train_run` reads top to bottom: set up, maybe resume, then one loop over epochs that
-trains on the training folds, scores the validation fold and keeps the weights of the
-epoch with the best validation AUC. After every epoch the whole state (model, optimizer,
-RNG states, history) goes to a resume checkpoint, so an interrupted run continues where
-it stopped and, on the CPU, ends exactly as an uninterrupted one would. The checkpoint
-holds the config and a fingerprint of the data; it is ignored if either changed.
+`train_run` reads top to bottom over named steps: set up the run, resume from a
+checkpoint if there is one, then per epoch train on the training folds, score the
+validation fold, keep the weights of the best validation AUC and save a checkpoint.
+After every epoch the whole state (model, optimizer, RNG states, history) goes to that
+resume checkpoint, so an interrupted run continues where it stopped and, on the CPU,
+ends exactly as an uninterrupted one would. The checkpoint holds the config and a
+fingerprint of the data; it is ignored if either changed.
+
+Validation and test scores are always computed in float32; bf16 autocast
+(`train.amp: bf16`) is used for the training passes only.
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ import hashlib
 import math
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -32,8 +36,10 @@ from cxrstn.device import choose_device
 from cxrstn.images import ImageStore
 from cxrstn.io import atomic_path
 from cxrstn.models import STN, build_model
+from cxrstn.roi import coverage, iou, stn_window
 
 ST_PARAMS = ("sx", "sy", "tx", "ty")
+BOX = ["x0", "y0", "x1", "y1"]
 
 
 @dataclass
@@ -41,9 +47,37 @@ class TrainResult:
     model: nn.Module  # holding the best-validation weights
     best_epoch: int  # 1-based
     val_auc: float
-    history: list[dict]  # per epoch: train/loss, val/loss, val/auc (as logged to dvclive)
+    history: list[dict]  # per epoch: what was logged to dvclive (train/loss, val/auc, ...)
     train_seconds: float  # training and validation passes, summed over resumed parts
     train_images_per_second: float  # images through the training passes per second
+
+
+@dataclass
+class Run:
+    """Everything a run needs that is built from its config and data."""
+
+    name: str
+    config: dict
+    device: torch.device
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    train_set: ImageDataset
+    val_set: ImageDataset
+    train_loader: DataLoader
+    val_loader: DataLoader
+    generators: dict[str, torch.Generator]  # sampler and loader generators, checkpointed
+    val_boxes: np.ndarray | None  # normalized lung boxes of the val images, when known
+    fingerprint: str
+
+
+@dataclass
+class Progress:
+    """What changes from epoch to epoch, and is saved with every checkpoint."""
+
+    epoch: int = 0  # last finished epoch
+    history: list[dict] = field(default_factory=list)
+    best: dict = field(default_factory=lambda: {"auc": -math.inf, "epoch": 0, "state": None})
+    seconds: dict = field(default_factory=lambda: {"total": 0.0, "train": 0.0})
 
 
 def data_fingerprint(store: ImageStore, frame: pd.DataFrame) -> str:
@@ -56,9 +90,229 @@ def data_fingerprint(store: ImageStore, frame: pd.DataFrame) -> str:
     return digest.hexdigest()
 
 
-def _autocast(device: torch.device):
+def train_run(
+    config: dict,
+    store: ImageStore,
+    frame: pd.DataFrame,
+    checkpoint_path: str | os.PathLike,
+    live_dir: str | os.PathLike,
+    lung_boxes: pd.DataFrame | None = None,
+) -> TrainResult:
+    """Train `config["setting"]` on the rows of `frame` (`path, label, split`) marked train.
+
+    `config` holds `setting`, `classifier`, `stn` (None unless stn) and `train` params.
+    Validation uses the rows marked `val`; rows marked `test` are never read here.
+    `lung_boxes` (path, x0, y0, x1, y1 normalized), when given, lets an STN log how well
+    its validation windows frame the lungs, epoch by epoch.
+    """
+    from dvclive import Live  # imported here: it pulls in DVC, needed only for training
+
+    run = setup(config, store, frame, lung_boxes)
+    progress = resume(run, Path(checkpoint_path))
+    live = Live(dir=str(live_dir), save_dvc_exp=False, dvcyaml=None)
+    for record in progress.history:  # the live dir may be gone (DVC clears outputs): replay
+        log(live, record)
+    epochs = config["classifier"]["epochs"]
+    for epoch in range(progress.epoch + 1, epochs + 1):
+        started = time.perf_counter()
+        train_loss = train_epoch(run, epoch)
+        train_done = time.perf_counter()
+        record = {"train/loss": train_loss} | validate(run)
+        log(live, record)
+        keep_best(run, progress, record, epoch)
+        progress.seconds["train"] += train_done - started
+        progress.seconds["total"] += time.perf_counter() - started
+        tqdm.write(
+            f"{run.name} epoch {epoch}/{epochs}: "
+            + ", ".join(f"{k} {v:.4f}" for k, v in record.items())
+        )
+        save_checkpoint(Path(checkpoint_path), checkpoint(run, progress))
+    live.end()
+
+    run.model.load_state_dict(progress.best["state"])
+    return TrainResult(
+        model=run.model,
+        best_epoch=progress.best["epoch"],
+        val_auc=progress.best["auc"],
+        history=progress.history,
+        train_seconds=progress.seconds["total"],
+        train_images_per_second=len(run.train_set) * epochs / max(progress.seconds["train"], 1e-9),
+    )
+
+
+# ------------------------------------------------------------------ the steps
+
+
+def setup(
+    config: dict, store: ImageStore, frame: pd.DataFrame, lung_boxes: pd.DataFrame | None
+) -> Run:
+    """Seed, build the model and optimizer, the datasets and their loaders."""
+    classifier, train = config["classifier"], config["train"]
+    if classifier["epochs"] < 1:
+        raise ValueError(f"classifier.epochs must be at least 1, got {classifier['epochs']}")
+    if train["amp"] not in ("bf16", "none"):
+        raise ValueError(f"train.amp must be bf16 or none, got {train['amp']!r}")
+    if train["threads"]:
+        torch.set_num_threads(train["threads"])
+    device = choose_device(train["device"])
+    torch.manual_seed(train["seed"])
+
+    model = build_model(config["setting"], classifier, config["stn"]).to(device)
     if device.type == "cuda":
-        return torch.autocast(device_type="cuda", dtype=torch.bfloat16)
+        model = model.to(memory_format=torch.channels_last)
+    optimizer = torch.optim.Adam(_param_groups(model, classifier["lr"], config["stn"]))
+
+    train_rows = frame[frame["split"] == "train"]
+    val_rows = frame[frame["split"] == "val"]
+    if val_rows["label"].nunique() < 2:
+        raise ValueError("the validation fold needs both classes to compute an AUC")
+    train_set = ImageDataset(
+        store,
+        train_rows["path"].tolist(),
+        train_rows["label"].tolist(),
+        augmentation(classifier["rotation"], classifier["shear"]),
+    )
+    val_set = ImageDataset(store, val_rows["path"].tolist(), val_rows["label"].tolist())
+    generators = {
+        "sampler": torch.Generator().manual_seed(train["seed"]),
+        "loader": torch.Generator().manual_seed(train["seed"] + 1),
+    }
+    train_loader = _loader(
+        train_set,
+        classifier["batch_size"],
+        train["workers"],
+        device,
+        sampler=balanced_sampler(train_set.labels, generators["sampler"]),
+        generator=generators["loader"],
+    )
+    val_loader = _loader(val_set, classifier["batch_size"], train["workers"], device)
+    val_boxes = None
+    if lung_boxes is not None and isinstance(model, STN):
+        val_boxes = lung_boxes.set_index("path").loc[val_set.paths, BOX].to_numpy(float)
+    return Run(
+        name=f"{config['setting']} fold {config['fold']}",
+        config=config,
+        device=device,
+        model=model,
+        optimizer=optimizer,
+        train_set=train_set,
+        val_set=val_set,
+        train_loader=train_loader,
+        val_loader=val_loader,
+        generators=generators,
+        val_boxes=val_boxes,
+        fingerprint=data_fingerprint(store, frame),
+    )
+
+
+def resume(run: Run, path: Path) -> Progress:
+    """Load the checkpoint at `path` if it was made with this very config and data."""
+    if not path.exists():
+        return Progress()
+    saved = torch.load(path, map_location="cpu", weights_only=True)
+    if saved["config"] != run.config or saved["fingerprint"] != run.fingerprint:
+        tqdm.write(f"ignoring {path}: made with another config or data")
+        return Progress()
+    run.model.load_state_dict(saved["model"])
+    run.optimizer.load_state_dict(saved["optimizer"])
+    torch.set_rng_state(saved["rng"]["torch"])
+    if run.device.type == "cuda" and saved["rng"]["cuda"] is not None:
+        torch.cuda.set_rng_state_all(saved["rng"]["cuda"])
+    for name, generator in run.generators.items():
+        generator.set_state(saved["rng"][name])
+    tqdm.write(f"resuming {path} after epoch {saved['epoch']}")
+    return Progress(saved["epoch"], saved["history"], saved["best"], saved["seconds"])
+
+
+def train_epoch(run: Run, epoch: int) -> float:
+    """One pass over the training loader; returns the mean training loss."""
+    run.model.train()
+    _freeze_st(run, epoch)
+    epochs = run.config["classifier"]["epochs"]
+    loss_sum, seen = 0.0, 0
+    for images, labels, _ in tqdm(
+        run.train_loader, desc=f"{run.name} epoch {epoch}/{epochs}", leave=False
+    ):
+        images, labels = _to_device(images, run.device), labels.to(run.device)
+        with _autocast(run.device, run.config["train"]["amp"]):
+            logits = run.model(images)
+        loss = F.binary_cross_entropy_with_logits(logits.float(), labels)
+        loss = loss + _apex_penalty(run)
+        if not torch.isfinite(loss):
+            raise FloatingPointError(
+                f"{run.name}: training loss is {loss.item()} in epoch {epoch}; lower classifier.lr"
+            )
+        run.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        run.optimizer.step()
+        loss_sum += loss.item() * len(labels)
+        seen += len(labels)
+    return loss_sum / seen
+
+
+def validate(run: Run) -> dict:
+    """Validation loss and AUC; for an STN also its mean window and, with lung boxes, how
+    well the windows frame the lungs (mean IoU and lung coverage)."""
+    logits, st_params = _evaluate(run.model, run.val_loader, run.device)
+    labels = run.val_set.labels
+    loss = F.binary_cross_entropy_with_logits(
+        torch.from_numpy(logits), torch.from_numpy(labels).float()
+    )
+    record = {"val/loss": float(loss), "val/auc": float(roc_auc_score(labels, logits))}
+    if st_params is not None:
+        record |= {f"val/{n}": float(v) for n, v in zip(ST_PARAMS, st_params.mean(0), strict=True)}
+    if st_params is not None and run.val_boxes is not None:
+        windows = stn_window(*st_params.T)
+        record["val/window_iou"] = float(iou(windows, run.val_boxes).mean())
+        record["val/lung_coverage"] = float(coverage(windows, run.val_boxes).mean())
+    return record
+
+
+def log(live, record: dict) -> None:
+    for name, value in record.items():
+        live.log_metric(name, value)
+    live.next_step()
+
+
+def keep_best(run: Run, progress: Progress, record: dict, epoch: int) -> None:
+    progress.history.append(record)
+    progress.epoch = epoch
+    if record["val/auc"] > progress.best["auc"]:
+        state = {k: v.detach().cpu().clone() for k, v in run.model.state_dict().items()}
+        progress.best = {"auc": record["val/auc"], "epoch": epoch, "state": state}
+
+
+def checkpoint(run: Run, progress: Progress) -> dict:
+    """The whole state of the run after `progress.epoch`."""
+    rng = {
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if run.device.type == "cuda" else None,
+    } | {name: generator.get_state() for name, generator in run.generators.items()}
+    return {
+        "config": run.config,
+        "fingerprint": run.fingerprint,
+        "epoch": progress.epoch,
+        "model": run.model.state_dict(),
+        "optimizer": run.optimizer.state_dict(),
+        "rng": rng,
+        "history": progress.history,
+        "best": progress.best,
+        "seconds": progress.seconds,
+    }
+
+
+def save_checkpoint(path: Path, state: dict) -> None:
+    with atomic_path(path) as tmp:
+        torch.save(state, tmp)
+
+
+# ------------------------------------------------------------------ helpers
+
+
+def _autocast(device: torch.device, amp: str):
+    """bf16 autocast for the training passes when `train.amp` is bf16 (any device)."""
+    if amp == "bf16":
+        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
     return contextlib.nullcontext()
 
 
@@ -68,21 +322,43 @@ def _to_device(images: torch.Tensor, device: torch.device) -> torch.Tensor:
     return images.to(device)
 
 
-def _save_checkpoint(path: Path, state: dict) -> None:
-    with atomic_path(path) as tmp:
-        torch.save(state, tmp)
+def _freeze_st(run: Run, epoch: int) -> None:
+    """Hold the ST module still during its warm-up epochs (`stn.warmup_epochs`).
+
+    The classifier first learns on the initial window; only then does the classification
+    loss carry a signal about which part of the image helps, and the ST module follows it.
+    """
+    if isinstance(run.model, STN):
+        learning = epoch > run.config["stn"]["warmup_epochs"]
+        for parameter in run.model.st.parameters():
+            parameter.requires_grad_(learning)
+
+
+def _apex_penalty(run: Run) -> torch.Tensor | float:
+    """`stn.apex_weight` x mean(ReLU(sx / sy - stn.apex_c)) over the batch's windows.
+
+    A window much wider than high cuts the lung apices off (the authors' follow-up
+    constrains sx / sy the same way); 0 turns the term off.
+    """
+    if not isinstance(run.model, STN) or not run.config["stn"]["apex_weight"]:
+        return 0.0
+    stn = run.config["stn"]
+    params = run.model.last_params
+    return stn["apex_weight"] * F.relu(params[:, 0] / params[:, 1] - stn["apex_c"]).mean()
 
 
 @torch.no_grad()
 def _evaluate(
     model: nn.Module, loader: DataLoader, device: torch.device
 ) -> tuple[np.ndarray, np.ndarray | None]:
-    """Logits of every image in the loader's order, and the ST parameters for an STN."""
+    """Logits of every image in the loader's order, and the ST parameters for an STN.
+
+    Always in float32: no autocast here, whatever `train.amp` says.
+    """
     model.eval()
     logits, st_params = [], []
     for images, _, _ in loader:
-        with _autocast(device):
-            out = model(_to_device(images, device))
+        out = model(_to_device(images, device))
         logits.append(out.float().cpu())
         if isinstance(model, STN):
             st_params.append(model.last_params.float().cpu())
@@ -112,163 +388,6 @@ def _loader(dataset: ImageDataset, batch_size: int, workers: int, device: torch.
         num_workers=workers,
         pin_memory=device.type == "cuda",
         **kw,
-    )
-
-
-def train_run(
-    config: dict,
-    store: ImageStore,
-    frame: pd.DataFrame,
-    checkpoint_path: str | os.PathLike,
-    live_dir: str | os.PathLike,
-) -> TrainResult:
-    """Train `config["setting"]` on the rows of `frame` (`path, label, split`) marked train.
-
-    `config` holds `setting`, `classifier`, `stn` (None unless stn) and `train` params.
-    Validation uses the rows marked `val`; rows marked `test` are never read here.
-    """
-    from dvclive import Live  # imported here: it pulls in DVC, needed only for training
-
-    classifier, train = config["classifier"], config["train"]
-    if classifier["epochs"] < 1:
-        raise ValueError(f"classifier.epochs must be at least 1, got {classifier['epochs']}")
-    checkpoint_path = Path(checkpoint_path)
-    if train["threads"]:
-        torch.set_num_threads(train["threads"])
-    device = choose_device(train["device"])
-    torch.manual_seed(train["seed"])
-
-    model = build_model(config["setting"], classifier, config["stn"]).to(device)
-    if device.type == "cuda":
-        model = model.to(memory_format=torch.channels_last)
-    optimizer = torch.optim.Adam(_param_groups(model, classifier["lr"], config["stn"]))
-
-    train_rows = frame[frame["split"] == "train"]
-    val_rows = frame[frame["split"] == "val"]
-    if val_rows["label"].nunique() < 2:
-        raise ValueError("the validation fold needs both classes to compute an AUC")
-    train_set = ImageDataset(
-        store,
-        train_rows["path"].tolist(),
-        train_rows["label"].tolist(),
-        augmentation(classifier["rotation"], classifier["shear"]),
-    )
-    val_set = ImageDataset(store, val_rows["path"].tolist(), val_rows["label"].tolist())
-    sampler_generator = torch.Generator().manual_seed(train["seed"])
-    loader_generator = torch.Generator().manual_seed(train["seed"] + 1)
-    train_loader = _loader(
-        train_set,
-        classifier["batch_size"],
-        train["workers"],
-        device,
-        sampler=balanced_sampler(train_set.labels, sampler_generator),
-        generator=loader_generator,
-    )
-    val_loader = _loader(val_set, classifier["batch_size"], train["workers"], device)
-
-    # Resume only a checkpoint made with this very config and data.
-    fingerprint = data_fingerprint(store, frame)
-    start_epoch, history, best = 1, [], {"auc": -math.inf, "epoch": 0, "state": None}
-    seconds = {"total": 0.0, "train": 0.0}
-    if checkpoint_path.exists():
-        saved = torch.load(checkpoint_path, map_location="cpu", weights_only=True)
-        if saved["config"] == config and saved["fingerprint"] == fingerprint:
-            model.load_state_dict(saved["model"])
-            optimizer.load_state_dict(saved["optimizer"])
-            torch.set_rng_state(saved["rng"]["torch"])
-            if device.type == "cuda" and saved["rng"]["cuda"] is not None:
-                torch.cuda.set_rng_state_all(saved["rng"]["cuda"])
-            sampler_generator.set_state(saved["rng"]["sampler"])
-            loader_generator.set_state(saved["rng"]["loader"])
-            start_epoch, history = saved["epoch"] + 1, saved["history"]
-            best, seconds = saved["best"], saved["seconds"]
-            tqdm.write(f"resuming {checkpoint_path} after epoch {saved['epoch']}")
-        else:
-            tqdm.write(f"ignoring {checkpoint_path}: made with another config or data")
-
-    live = Live(dir=str(live_dir), save_dvc_exp=False, dvcyaml=None)
-    for record in history:  # the live dir may be gone (DVC clears outputs): replay
-        for name, value in record.items():
-            live.log_metric(name, value)
-        live.next_step()
-
-    epochs = classifier["epochs"]
-    run_name = f"{config['setting']} fold {config['fold']}"
-    for epoch in range(start_epoch, epochs + 1):
-        started = time.perf_counter()
-        model.train()
-        loss_sum, seen = 0.0, 0
-        for images, labels, _ in tqdm(
-            train_loader, desc=f"{run_name} epoch {epoch}/{epochs}", leave=False
-        ):
-            images, labels = _to_device(images, device), labels.to(device)
-            with _autocast(device):
-                logits = model(images)
-            loss = F.binary_cross_entropy_with_logits(logits.float(), labels)
-            if not torch.isfinite(loss):
-                raise FloatingPointError(
-                    f"{run_name}: training loss is {loss.item()} in epoch {epoch}; "
-                    "lower classifier.lr"
-                )
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            loss_sum += loss.item() * len(labels)
-            seen += len(labels)
-        train_done = time.perf_counter()
-
-        val_logits, _ = _evaluate(model, val_loader, device)
-        val_labels = torch.from_numpy(val_set.labels).float()
-        val_loss = F.binary_cross_entropy_with_logits(torch.from_numpy(val_logits), val_labels)
-        record = {
-            "train/loss": loss_sum / seen,
-            "val/loss": float(val_loss),
-            "val/auc": float(roc_auc_score(val_set.labels, val_logits)),
-        }
-        history.append(record)
-        for name, value in record.items():
-            live.log_metric(name, value)
-        live.next_step()
-        if record["val/auc"] > best["auc"]:
-            state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
-            best = {"auc": record["val/auc"], "epoch": epoch, "state": state}
-        seconds["train"] += train_done - started
-        seconds["total"] += time.perf_counter() - started
-        tqdm.write(
-            f"{run_name} epoch {epoch}/{epochs}: train loss {record['train/loss']:.4f}, "
-            f"val loss {record['val/loss']:.4f}, val AUC {record['val/auc']:.4f}"
-        )
-
-        rng = {
-            "torch": torch.get_rng_state(),
-            "cuda": torch.cuda.get_rng_state_all() if device.type == "cuda" else None,
-            "sampler": sampler_generator.get_state(),
-            "loader": loader_generator.get_state(),
-        }
-        _save_checkpoint(
-            checkpoint_path,
-            {
-                "config": config,
-                "fingerprint": fingerprint,
-                "epoch": epoch,
-                "model": model.state_dict(),
-                "optimizer": optimizer.state_dict(),
-                "rng": rng,
-                "history": history,
-                "best": best,
-                "seconds": seconds,
-            },
-        )
-    live.end()
-
-    model.load_state_dict(best["state"])
-    return TrainResult(
-        model=model,
-        best_epoch=best["epoch"],
-        val_auc=best["auc"],
-        history=history,
-        train_seconds=seconds["total"],
-        train_images_per_second=len(train_set) * epochs / max(seconds["train"], 1e-9),
     )
 
 

@@ -9,6 +9,8 @@ whole, and left out of yolo *training* when crop.low_conf is drop (counted). Wri
 models/<setting>/fold<k>/model.pt and reports/runs/<setting>/fold<k>/ (predictions.csv,
 metrics.json, live/ with the per-epoch curves). An interrupted run resumes from
 checkpoints/<setting>/fold<k>/last.pt, which is removed once the outputs are written.
+For an STN with known lung boxes (`data.lung_boxes`: the phantom's truth.csv), the curves
+and metrics.json also say how well its windows frame the lungs.
 """
 
 from cxrstn.runtime import configure_tools, run_stage
@@ -18,6 +20,7 @@ configure_tools()  # before the libraries below read their settings
 import argparse
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import torch
 from sklearn.metrics import roc_auc_score
@@ -27,6 +30,7 @@ from cxrstn.folds import split_of
 from cxrstn.images import ImageStore
 from cxrstn.io import atomic_path, load_params, write_csv, write_json
 from cxrstn.models import STN, gflops
+from cxrstn.roi import apex_coverage, coverage, iou, phantom_lung_boxes, stn_window
 from cxrstn.settings import SETTINGS
 from cxrstn.thorax import check_low_conf
 from cxrstn.train import ST_PARAMS, model_file, predict, train_run
@@ -87,7 +91,10 @@ def main() -> None:
     }
     checkpoint = Path(f"checkpoints/{setting}/fold{fold}/last.pt")
     run_dir = Path(f"reports/runs/{setting}/fold{fold}")
-    result = train_run(config, store, frame, checkpoint, run_dir / "live")
+    lung_boxes = None
+    if setting == "stn" and params["data"]["lung_boxes"] is not None:
+        lung_boxes = phantom_lung_boxes(params["data"]["lung_boxes"], frame["path"])
+    result = train_run(config, store, frame, checkpoint, run_dir / "live", lung_boxes)
 
     device = choose_device(params["train"]["device"])
     scored = predict(
@@ -125,6 +132,9 @@ def main() -> None:
     if setting == "stn":
         metrics["gflops_st"] = round(gflops(model.st, torch.zeros(1, 1, size, size)), 4)
         metrics |= {f"test_{name}_mean": round(float(test[name].mean()), 4) for name in ST_PARAMS}
+        metrics |= {f"test_{name}_std": round(float(test[name].std()), 4) for name in ST_PARAMS}
+    if lung_boxes is not None:
+        metrics |= window_quality(test, lung_boxes)
     write_json(run_dir / "metrics.json", metrics)
     with atomic_path(f"models/{setting}/fold{fold}/model.pt") as tmp:
         torch.save(model_file(result, config), tmp)
@@ -134,6 +144,29 @@ def main() -> None:
         if parent.is_dir() and not any(parent.iterdir()):
             parent.rmdir()
     print(f"{setting} fold {fold}: " + ", ".join(f"{k} {v}" for k, v in metrics.items()))
+
+
+def window_quality(test: pd.DataFrame, lung_boxes: pd.DataFrame) -> dict:
+    """How the test windows frame the lung boxes: mean IoU, lung and apex coverage, and the
+    Pearson r of window and lung box vertical centre and height across images (does the
+    window follow each image?)."""
+    windows = stn_window(*(test[name].to_numpy() for name in ST_PARAMS))
+    boxes = lung_boxes.set_index("path").loc[test["path"], ["x0", "y0", "x1", "y1"]].to_numpy()
+
+    def pearson(a, b) -> float:
+        return float(np.corrcoef(a, b)[0, 1]) if a.std() > 0 and b.std() > 0 else 0.0
+
+    return {
+        "test_window_iou": round(float(iou(windows, boxes).mean()), 4),
+        "test_lung_coverage": round(float(coverage(windows, boxes).mean()), 4),
+        "test_apex_coverage": round(float(apex_coverage(windows, boxes).mean()), 4),
+        "test_r_centre": round(
+            pearson(windows[:, 1] + windows[:, 3], boxes[:, 1] + boxes[:, 3]), 4
+        ),
+        "test_r_height": round(
+            pearson(windows[:, 3] - windows[:, 1], boxes[:, 3] - boxes[:, 1]), 4
+        ),
+    }
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ from cxrstn.models import (
     STN,
     Classifier,
     STModule,
+    authors_localization,
     build_model,
     gflops,
     load_vgg_weights,
@@ -22,8 +23,16 @@ STN_PARAMS = {
     "loc_channels": [4, 4, 8, 8],
     "loc_hidden": 16,
     "lr": 1e-3,
+    "loc_net": "compact",
 }
-CLASSIFIER = {"arch": "vgg16", "width": 1 / 16, "input_size": 32, "weights": None, "dropout": 0.5}
+CLASSIFIER = {
+    "arch": "vgg16",
+    "in_channels": 1,
+    "width": 1 / 16,
+    "input_size": 32,
+    "weights": None,
+    "dropout": 0.5,
+}
 
 
 def n_params(module: nn.Module) -> int:
@@ -139,3 +148,50 @@ def test_build_model_rejects_an_unknown_setting_or_arch():
 
 def test_gflops_counts_two_flops_per_multiply_add():
     assert gflops(nn.Linear(10, 20), torch.zeros(1, 10)) == pytest.approx(2 * 10 * 20 / 1e9)
+
+
+@pytest.mark.parametrize("side, flat", [(256, 18_432), (512, 128 * 28 * 28), (80, 128)])
+def test_authors_localization_net_fits_any_input_size(side, flat):
+    # Their first dense layer's 18,432 inputs are 128 x 12 x 12: a 256 px input.
+    net, n = authors_localization(3, side)
+    assert n == flat
+    assert net(torch.zeros(1, 3, side, side)).flatten(1).shape == (1, flat)
+    convs = [m for m in net if isinstance(m, nn.Conv2d)]
+    assert [c.kernel_size[0] for c in convs] == [7, 5, 5, 5]
+    assert [c.out_channels for c in convs] == [16, 32, 64, 128]
+    assert all(c.padding == (0, 0) for c in convs)
+    # each conv is followed by max-pool, then ReLU
+    kinds = [type(m) for m in net]
+    assert kinds[:3] == [nn.Conv2d, nn.MaxPool2d, nn.ReLU]
+
+
+def test_authors_localization_net_refuses_a_too_small_input():
+    with pytest.raises(ValueError, match="larger input than 40 px"):
+        authors_localization(1, 40)
+
+
+def test_stn_with_the_authors_net_and_three_channels():
+    torch.manual_seed(0)
+    classifier = CLASSIFIER | {"in_channels": 3, "input_size": 80}
+    model = build_model("stn", classifier, STN_PARAMS | {"loc_net": "authors"})
+    assert model.classifier.vgg.features[0].in_channels == 3
+    assert model.st.localization[0].in_channels == 3
+    regressor = [m for m in model.st.regressor if isinstance(m, nn.Linear)]
+    assert [(m.in_features, m.out_features) for m in regressor] == [(128, 32), (32, 4)]
+    assert model(torch.rand(2, 1, 96, 96)).shape == (2,)
+    torch.testing.assert_close(model.last_params[0], torch.tensor([1.0, 0.1, 0.0, 0.0]))
+    with pytest.raises(ValueError, match="loc_net must be compact or authors"):
+        build_model("stn", CLASSIFIER, STN_PARAMS | {"loc_net": "resnet"})
+
+
+def test_three_channels_repeat_the_gray_image():
+    torch.manual_seed(0)
+    model = Classifier(width=1 / 16, input_size=32, in_channels=3).eval()
+    single = Classifier(width=1 / 16, input_size=32, in_channels=1).eval()
+    state = model.state_dict()
+    state["vgg.features.0.weight"] = state["vgg.features.0.weight"].sum(1, keepdim=True)
+    single.load_state_dict(state)
+    x = torch.rand(2, 1, 32, 32)
+    torch.testing.assert_close(model(x), single(x), rtol=1e-4, atol=1e-5)
+    with pytest.raises(ValueError, match="in_channels must be 1 or 3"):
+        Classifier(in_channels=2)

@@ -13,7 +13,13 @@ from PIL import Image
 from cxrstn.images import read_image
 from cxrstn.phantom import findings as F
 from cxrstn.phantom import generate, render_frontal
-from cxrstn.phantom.datasets import TB_COMPANIONS, plan_chexpert, tb_findings
+from cxrstn.phantom.datasets import (
+    AP_LAYOUT,
+    PA_LAYOUT,
+    TB_COMPANIONS,
+    plan_chexpert,
+    tb_findings,
+)
 from cxrstn.phantom.labels import (
     NEITHER_SHARE,
     TABLE_I,
@@ -179,13 +185,44 @@ def test_rendered_lung_masks_cover_the_dark_lung_pixels():
         assert not (film.lungs & film.heart).any()  # SCR-style: the heart is cut out
 
 
-def test_margins_above_and_below_the_lungs_are_wider_than_at_the_sides():
+def test_the_margin_below_the_lungs_is_the_widest():
     margins = []
     for seed in range(12):
         x0, y0, x1, y1 = render_frontal(np.random.default_rng(seed), 160, 195).lung_box
         margins.append((x0, 160 - x1, y0, 195 - y1))
     left, right, top, bottom = np.mean(margins, axis=0)
-    assert max(left, right) < top < bottom
+    # real masks (Shenzhen, Montgomery): sides about 0.15 of the width, top about 0.12 of
+    # the height, the abdomen below the widest
+    assert max(left, right, top) < bottom
+
+
+def test_poses_vary_like_real_films():
+    # Real lung masks (Shenzhen, Montgomery): box centre height std 0.06 and box height std
+    # 0.10 of the image height, box width mean 0.70 of the image width. The phantom's
+    # CheXpert frontals (PA and AP layouts) spread at least as much.
+    for layout in (PA_LAYOUT, AP_LAYOUT):
+        boxes = np.array(
+            [
+                render_frontal(np.random.default_rng([11, i]), 80, 98, layout=layout).lung_box
+                for i in range(60)
+            ],
+            dtype=float,
+        )
+        centre = (boxes[:, 1] + boxes[:, 3]) / 2 / 98
+        height = (boxes[:, 3] - boxes[:, 1]) / 98
+        width = (boxes[:, 2] - boxes[:, 0]) / 80
+        assert 0.055 < centre.std() < 0.09
+        assert 0.09 < height.std() < 0.14
+        assert 0.65 < width.mean() < 0.76
+        assert boxes[:, 1].min() >= 0 and boxes[:, 3].max() <= 98
+
+
+def test_truth_holds_each_file_size(tiny):
+    truth = pd.read_csv(tiny / "truth.csv")
+    for row in truth.sample(6, random_state=0).itertuples():
+        height, width = read_image(tiny / row.file).shape
+        assert (row.width, row.height) == (width, height)
+        assert 0 <= row.x0 < row.x1 <= width and 0 <= row.y0 < row.y1 <= height
 
 
 @pytest.mark.parametrize("name", sorted(F.PAINTERS))

@@ -2,6 +2,7 @@ import copy
 import runpy
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
@@ -23,6 +24,7 @@ CONFIG = {
     "size": SIZE,
     "classifier": {
         "arch": "vgg16",
+        "in_channels": 1,
         "width": 1 / 16,
         "input_size": 32,
         "weights": None,
@@ -34,7 +36,7 @@ CONFIG = {
         "shear": 3,
     },
     "stn": None,
-    "train": {"device": "cpu", "seed": 0, "threads": 1, "workers": 0},
+    "train": {"device": "cpu", "seed": 0, "threads": 1, "workers": 0, "amp": "none"},
 }
 STN = {
     "sx_init": 1.0,
@@ -45,6 +47,10 @@ STN = {
     "loc_channels": [4, 4, 8, 8],
     "loc_hidden": 8,
     "lr": 1e-3,
+    "loc_net": "compact",
+    "warmup_epochs": 0,
+    "apex_weight": 0.0,
+    "apex_c": 1.0,
 }
 
 
@@ -91,18 +97,18 @@ def test_a_killed_run_resumes_and_ends_like_an_uninterrupted_one(
     whole = train_run(config, store, frame, tmp_path / "a" / "last.pt", tmp_path / "a" / "live")
     expected = predict(whole.model, store, frame, 8, torch.device("cpu"))
 
-    save = train_module._save_checkpoint
+    save = train_module.save_checkpoint
 
     def save_then_die(path, state):
         save(path, state)
         raise Killed
 
-    monkeypatch.setattr(train_module, "_save_checkpoint", save_then_die)
+    monkeypatch.setattr(train_module, "save_checkpoint", save_then_die)
     checkpoint = tmp_path / "b" / "last.pt"
     with pytest.raises(Killed):
         train_run(config, store, frame, checkpoint, tmp_path / "b" / "live")
     assert torch.load(checkpoint, weights_only=True)["epoch"] == 1
-    monkeypatch.setattr(train_module, "_save_checkpoint", save)
+    monkeypatch.setattr(train_module, "save_checkpoint", save)
 
     resumed = train_run(config, store, frame, checkpoint, tmp_path / "b" / "live")
     assert "after epoch 1" in capsys.readouterr().out
@@ -158,8 +164,12 @@ def test_the_st_module_learns_at_its_own_rate():
     assert sum(len(g["params"]) for g in groups) == len(list(model.parameters()))
 
 
-def run_stage(setting: str, tmp_path: Path, monkeypatch) -> Path:
+def run_stage(
+    setting: str, tmp_path: Path, monkeypatch, lung_boxes: str | None = None, low_conf="drop"
+) -> Path:
     params = {
+        "data": {"lung_boxes": lung_boxes},
+        "crop": {"low_conf": low_conf},
         "resize": {"size": SIZE},
         "split": {"folds": 5},
         "classifier": CONFIG["classifier"] | {"epochs": 2},
@@ -172,10 +182,20 @@ def run_stage(setting: str, tmp_path: Path, monkeypatch) -> Path:
     return tmp_path / "reports" / "runs" / setting / "fold1"
 
 
+def write_truth(path: Path, paths: list[str]) -> None:
+    """A phantom-like truth.csv: every image's lung box is its central half."""
+    q = SIZE // 4
+    rows = [(p, q, q, 3 * q, 3 * q, SIZE, SIZE) for p in paths]
+    pd.DataFrame(rows, columns=["file", "x0", "y0", "x1", "y1", "width", "height"]).to_csv(
+        path, index=False
+    )
+
+
 @pytest.mark.parametrize("setting", ["baseline", "stn"])
 def test_stage_writes_predictions_metrics_and_model(data, tmp_path, monkeypatch, setting):
     store, frame = data
-    run_dir = run_stage(setting, tmp_path, monkeypatch)
+    write_truth(tmp_path / "truth.csv", store.paths)
+    run_dir = run_stage(setting, tmp_path, monkeypatch, "truth.csv")
 
     predictions = pd.read_csv(run_dir / "predictions.csv")
     st_columns = ["sx", "sy", "tx", "ty"] if setting == "stn" else []
@@ -190,6 +210,17 @@ def test_stage_writes_predictions_metrics_and_model(data, tmp_path, monkeypatch,
     assert (metrics["n_train"], metrics["n_val"], metrics["n_test"]) == (24, 8, 8)
     assert all(isinstance(v, int | float) for v in metrics.values())
     assert ("gflops_st" in metrics) == (setting == "stn")
+    assert ("test_window_iou" in metrics) == (setting == "stn")
+    if setting == "stn":
+        # At init (sy = 0.1, full width) every window is the band y in [0.45, 0.55]:
+        # IoU with the central half box = (0.5 x 0.1) / (1 x 0.1 + 0.25 - 0.05) = 1/6,
+        # unless the ST module moved; its logged curve has one point per epoch.
+        assert 0 <= metrics["test_window_iou"] <= 1
+        curve = pd.read_csv(
+            run_dir / "live" / "plots" / "metrics" / "val" / "window_iou.tsv", sep="\t"
+        )
+        assert len(curve) == 2 and curve["window_iou"].between(0, 1).all()
+        assert (run_dir / "live" / "plots" / "metrics" / "val" / "sy.tsv").exists()
     assert not (tmp_path / "checkpoints").exists()
     assert (run_dir / "live" / "metrics.json").exists()
 
@@ -199,13 +230,129 @@ def test_stage_writes_predictions_metrics_and_model(data, tmp_path, monkeypatch,
     np.testing.assert_allclose(again["score"], predictions["score"], rtol=1e-5)
 
 
-def test_yolo_stage_leaves_out_and_counts_images_without_a_crop(data, tmp_path, monkeypatch):
+@pytest.mark.parametrize("low_conf", ["drop", "full"])
+def test_yolo_stage_scores_every_test_image_and_drops_uncropped_ones_from_training(
+    data, tmp_path, monkeypatch, low_conf
+):
     store, frame = data
-    kept = store.paths[3:]
-    write_store(tmp_path / "data" / "crops", kept, (store[p] for p in kept), SIZE)
-    run_dir = run_stage("yolo", tmp_path, monkeypatch)
+    paths = store.paths
+    write_store(tmp_path / "data" / "crops", paths, (store[p] for p in paths), SIZE)
+    whole = set(paths[::4])  # every fourth image has no confident thorax box
+    crops = pd.DataFrame({"path": paths, "x0": 1.0, "y0": 1.0, "x1": 9.0, "y1": 9.0})
+    crops["conf"] = [0.5 if p in whole else 0.95 for p in paths]
+    crops["status"] = ["whole" if p in whole else "cropped" for p in paths]
+    crops.to_csv(tmp_path / "data" / "crops.csv", index=False)
+    run_dir = run_stage("yolo", tmp_path, monkeypatch, low_conf=low_conf)
     metrics = yaml.safe_load((run_dir / "metrics.json").read_text())
-    assert metrics["n_excluded"] == 3
-    assert metrics["n_train"] + metrics["n_val"] + metrics["n_test"] == 37
+    roles = frame.assign(split=split_of(frame["fold"], 1, 5))  # the stage runs fold 1
+    expected = {
+        s: int(roles.loc[roles["split"] == s, "path"].isin(whole).sum())
+        for s in roles["split"].unique()
+    }
+    assert metrics["n_test_without_crop"] == expected["test"] > 0
+    assert metrics["n_val_without_crop"] == expected["val"]
+    dropped = expected["train"] if low_conf == "drop" else 0
+    assert metrics["n_train_dropped"] == dropped
+    assert metrics["n_train"] == (roles["split"] == "train").sum() - dropped
     predictions = pd.read_csv(run_dir / "predictions.csv")
-    assert not set(predictions["path"]) & set(store.paths[:3])
+    scored = set(roles.loc[roles["split"] != "train", "path"])
+    assert set(predictions["path"]) == scored  # every val and test image, cropped or not
+
+
+def test_window_quality_by_hand():
+    from importlib import import_module
+
+    sys.path.insert(0, str(ROOT / "stages"))
+    try:
+        window_quality = import_module("train").window_quality
+    finally:
+        sys.path.remove(str(ROOT / "stages"))
+    # Two images; windows are the lung boxes themselves: IoU 1, coverage 1, r = 1.
+    boxes = pd.DataFrame(
+        {
+            "path": ["a", "b"],
+            "x0": [0.25, 0.1],
+            "y0": [0.5, 0.1],
+            "x1": [0.75, 0.9],
+            "y1": [1.0, 0.7],
+        }
+    )
+    test = pd.DataFrame(
+        {
+            "path": ["a", "b"],
+            "sx": [0.5, 0.8],
+            "sy": [0.5, 0.6],
+            "tx": [0.0, 0.0],
+            "ty": [0.5, -0.2],
+        }
+    )
+    quality = window_quality(test, boxes)
+    assert quality == {
+        "test_window_iou": 1.0,
+        "test_lung_coverage": 1.0,
+        "test_apex_coverage": 1.0,
+        "test_r_centre": 1.0,
+        "test_r_height": 1.0,
+    }
+
+
+def test_scoring_never_runs_under_autocast(data, tmp_path, monkeypatch):
+    # With train.amp bf16 the training passes run under autocast, validation and
+    # prediction never: scores are float32.
+    store, frame = data
+    seen = []
+    build = train_module.build_model
+
+    def probed(*args):
+        model = build(*args)
+        model.register_forward_pre_hook(
+            lambda m, _: seen.append((m.training, torch.is_autocast_enabled("cpu")))
+        )
+        return model
+
+    monkeypatch.setattr(train_module, "build_model", probed)
+    config = copy.deepcopy(CONFIG)
+    config["classifier"]["epochs"] = 1
+    config["train"]["amp"] = "bf16"
+    result = train_run(config, store, frame, tmp_path / "last.pt", tmp_path / "live")
+    assert {autocast for training, autocast in seen if training} == {True}
+    assert {autocast for training, autocast in seen if not training} == {False}
+    seen.clear()
+    scored = predict(result.model, store, frame, 8, torch.device("cpu"))
+    assert seen and not any(autocast for _, autocast in seen)
+    assert scored["score"].dtype == np.float64
+    config["train"]["amp"] = "fp8"
+    with pytest.raises(ValueError, match="train.amp must be bf16 or none"):
+        train_run(config, store, frame, tmp_path / "x.pt", tmp_path / "live2")
+
+
+def test_the_st_module_holds_still_during_its_warmup(data, tmp_path, monkeypatch):
+    store, frame = data
+    config = copy.deepcopy(CONFIG) | {"setting": "stn", "stn": STN | {"warmup_epochs": 1}}
+    config["classifier"]["epochs"] = 2
+    states = []
+    monkeypatch.setattr(
+        train_module,
+        "save_checkpoint",
+        lambda path, state: states.append({k: v.clone() for k, v in state["model"].items()}),
+    )
+    train_run(config, store, frame, tmp_path / "last.pt", tmp_path / "live")
+    bias = "st.regressor.3.bias"
+    torch.testing.assert_close(states[0][bias], torch.tensor([1.0, 0.1, 0.0, 0.0]))
+    assert not torch.equal(states[1][bias], states[0][bias])
+    classifier = "classifier.vgg.features.0.weight"
+    assert not torch.equal(
+        states[0][classifier],
+        build_model("stn", config["classifier"], STN).state_dict()[classifier],
+    )
+
+
+def test_apex_penalty_by_hand():
+    torch.manual_seed(0)
+    model = build_model("stn", CONFIG["classifier"], STN)
+    model.last_params = torch.tensor([[1.0, 0.25, 0.0, 0.0], [0.5, 1.0, 0.0, 0.0]])
+    run = SimpleNamespace(model=model, config={"stn": STN | {"apex_weight": 0.5, "apex_c": 2.0}})
+    # sx/sy = 4 and 0.5: ReLU(4 - 2) = 2 and 0; mean 1; weight 0.5
+    assert float(train_module._apex_penalty(run)) == pytest.approx(0.5)
+    run.config["stn"]["apex_weight"] = 0.0
+    assert train_module._apex_penalty(run) == 0.0

@@ -59,13 +59,13 @@ TB_COMPANIONS = {  # finding: (probability on a TB film, its words in the readin
 }
 
 PA_LAYOUT = Layout()
-AP_LAYOUT = Layout(box_width=(0.70, 0.86), top=(0.05, 0.14), rotation_deg=5.0)
-JSRT_LAYOUT = Layout(box_width=(0.68, 0.80), aspect=(0.78, 0.92), top=(0.10, 0.16))
+AP_LAYOUT = Layout(box_width=(0.60, 0.86), top=(0.02, 0.22), rotation_deg=5.0)
+JSRT_LAYOUT = Layout(box_width=(0.60, 0.84), aspect=(0.72, 0.98), top=(0.04, 0.22))
 MONTGOMERY_LAYOUT = Layout(
-    box_width=(0.76, 0.88), aspect=(0.80, 0.92), top=(0.07, 0.12), exposed_height=(0.62, 0.72)
+    box_width=(0.66, 0.90), aspect=(0.74, 1.0), top=(0.03, 0.16), exposed_height=(0.62, 0.72)
 )
 LANDSCAPE_LAYOUT = Layout(box_width=(0.55, 0.65), aspect=(0.80, 0.92), top=(0.06, 0.10))
-SHENZHEN_LAYOUT = Layout(box_width=(0.64, 0.78), aspect=(0.75, 0.88), top=(0.08, 0.15))
+SHENZHEN_LAYOUT = Layout(box_width=(0.58, 0.82), aspect=(0.70, 0.96), top=(0.04, 0.22))
 FILM = Exposure(sharpen=(0.0, 0.2), noise=(0.005, 0.012))
 SHENZHEN_EXPOSURE = Exposure(black=(0.0, 0.1), white=(0.82, 0.92), gamma=(1.4, 1.9))
 
@@ -94,6 +94,7 @@ def _save_mask(path: Path, mask: np.ndarray) -> None:
 
 def _truth(task: Task, radiograph: Radiograph, label, findings: dict, view: str) -> dict:
     x0, y0, x1, y1 = radiograph.lung_box
+    height, width = radiograph.image.shape
     return {
         "dataset": ("", "chexpert", "jsrt", "montgomery", "shenzhen")[task.dataset],
         "file": task.file,
@@ -104,6 +105,8 @@ def _truth(task: Task, radiograph: Radiograph, label, findings: dict, view: str)
         "y0": y0,
         "x1": x1,
         "y1": y1,
+        "width": width,
+        "height": height,
         "findings": ";".join(findings),
     }
 
