@@ -21,6 +21,7 @@ from matplotlib.ticker import MaxNLocator
 from cxrstn.images import square_box
 from cxrstn.io import atomic_path
 from cxrstn.metrics import GRID, mean_pr, mean_roc
+from cxrstn.roi import stn_window
 from cxrstn.settings import SHORT_NAMES
 
 SETTING_COLORS = {"baseline": "#7f7f7f", "yolo": "#1f77b4", "stn": "#d62728"}
@@ -76,15 +77,11 @@ def curves_figure(
     save(figure, path)
 
 
-def stn_window(sx: float, sy: float, tx: float, ty: float, size: int) -> tuple[float, ...]:
-    """The STN sampling window in image coordinates (left, top, width, height).
-
-    theta = [[sx, 0, tx], [0, sy, ty]] samples x in tx ± sx, y in ty ± sy of the
-    normalised [-1, 1] input (align_corners=False: -1 and 1 are the outer pixel edges).
-    """
-    left = (tx - sx + 1) / 2 * size - 0.5
-    top = (ty - sy + 1) / 2 * size - 0.5
-    return left, top, sx * size, sy * size
+def window_rectangle(theta, size: int, **style) -> Rectangle:
+    """The STN sampling window of `theta` (sx, sy, tx, ty; see `roi.stn_window`, unclipped)
+    as a patch on a `size` px image shown with imshow (pixel centres at integers)."""
+    x0, y0, x1, y1 = stn_window(*theta, clip=False) * size
+    return Rectangle((x0 - 0.5, y0 - 0.5), x1 - x0, y1 - y0, fill=False, **style)
 
 
 def stn_output(image: np.ndarray, sx: float, sy: float, tx: float, ty: float) -> np.ndarray:
@@ -140,9 +137,8 @@ def roi_figure(examples: list[dict], path: str | os.PathLike) -> None:
                 )
             )
         if example.get("theta") is not None:
-            left, top, width, height = stn_window(*example["theta"], size)
             row[0].add_patch(
-                Rectangle((left, top), width, height, fill=False, color="#d62728", lw=2, ls="--")
+                window_rectangle(example["theta"], size, color="#d62728", lw=2, ls="--")
             )
         row[0].set_xlim(-0.5, size - 0.5)
         row[0].set_ylim(size - 0.5, -0.5)
@@ -248,4 +244,77 @@ def training_figure(logs: pd.DataFrame, path: str | os.PathLike) -> None:
     if handles:
         figure.legend(handles=handles, loc="upper center", ncol=len(handles), frameon=False)
         figure.tight_layout(rect=(0, 0, 1, 0.93))
+    save(figure, path)
+
+
+ROI_TITLES = {
+    "iou": "IoU with the lung box",
+    "lung_coverage": "share of the lung box in view",
+    "apex_coverage": "share of the apices in view",
+}
+
+
+def roi_quality_figure(rois: pd.DataFrame, store, path: str | os.PathLike, worst: int = 4):
+    """Top: each setting's distribution of the ROI measures over all test images. Bottom:
+    the `worst` test images of the STN (lowest IoU; of another setting if no STN ran),
+    with the window (red dashed) and the known lung box (green).
+
+    `rois` is reports/eval/roi.csv (`roi.roi_table`), None when no lung boxes are known
+    (real data): the figure then says so; `store` holds the stored images.
+    """
+    if rois is None:
+        figure, axes = _subplots(figsize=(4, 2))
+        _blank(axes, "no known lung boxes (data.lung_boxes is null): ROI quality not measured")
+        axes.set_axis_off()
+        save(figure, path)
+        return
+    settings = [s for s in SETTING_COLORS if s in set(rois["setting"])]
+    figure = Figure(figsize=(3.0 * max(len(ROI_TITLES), worst), 6.4))
+    top = figure.subfigures(2, 1, height_ratios=[1.0, 1.25])
+    hist_axes = top[0].subplots(1, len(ROI_TITLES))
+    bins = np.linspace(0, 1, 21)
+    for axes, (column, title) in zip(hist_axes, ROI_TITLES.items(), strict=True):
+        for setting in settings:
+            values = rois.loc[rois["setting"] == setting, column]
+            axes.hist(
+                values,
+                bins=bins,
+                histtype="step",
+                lw=1.8,
+                color=SETTING_COLORS[setting],
+                label=f"{SHORT_NAMES[setting]} (mean {values.mean():.2f})",
+            )
+        axes.set_title(title, fontsize=10)
+        axes.legend(fontsize=7, loc="upper left")
+    hist_axes[0].set_ylabel("test images")
+    shown = "stn" if "stn" in settings else settings[-1]
+    chosen = rois[rois["setting"] == shown].nsmallest(worst, "iou")
+    image_axes = top[1].subplots(1, worst)
+    for axes, row in zip(np.atleast_1d(image_axes), chosen.itertuples(), strict=False):
+        image = store[row.path]
+        size = image.shape[0]
+        axes.imshow(image, cmap="gray", vmin=0, vmax=255)
+        for (x0, y0, x1, y1), style in (
+            ((row.lx0, row.ly0, row.lx1, row.ly1), {"color": "#2ca02c", "lw": 1.5}),
+            ((row.wx0, row.wy0, row.wx1, row.wy1), {"color": "#d62728", "lw": 2, "ls": "--"}),
+        ):
+            axes.add_patch(
+                Rectangle(
+                    (x0 * size - 0.5, y0 * size - 0.5),
+                    (x1 - x0) * size,
+                    (y1 - y0) * size,
+                    fill=False,
+                    **style,
+                )
+            )
+        axes.set_title(
+            f"fold {row.fold}: IoU {row.iou:.2f}, apex {row.apex_coverage:.2f}", fontsize=8
+        )
+        axes.set_xticks([])
+        axes.set_yticks([])
+    top[1].suptitle(
+        f"Lowest-IoU test images of the {SHORT_NAMES[shown]} setting "
+        "(green: lung box, red dashed: the window the classifier saw)",
+        fontsize=9,
+    )
     save(figure, path)

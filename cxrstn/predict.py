@@ -30,6 +30,7 @@ from tqdm import tqdm
 
 from cxrstn.images import ImageError, is_dicom, read_image, resize_square, square_box
 from cxrstn.io import atomic_path, read_json, write_csv
+from cxrstn.roi import stn_window
 from cxrstn.train import ST_PARAMS, _evaluate, choose_device, load_model
 
 SETTINGS = ("baseline", "yolo", "stn")
@@ -288,12 +289,6 @@ def overlay(
     return canvas
 
 
-def stn_window(sx: float, sy: float, tx: float, ty: float) -> tuple[float, ...]:
-    """The ST module's sampling window in normalised [0, 1] image coordinates (x0, y0, x1, y1):
-    theta samples x in tx ± sx, y in ty ± sy of the [-1, 1] image."""
-    return (tx - sx + 1) / 2, (ty - sy + 1) / 2, (tx + sx + 1) / 2, (ty + sy + 1) / 2
-
-
 def overlay_name(path: str, taken: set[str]) -> str:
     """A PNG name from the image's file name, numbered when two images share it."""
     stem = re.sub(r"[^A-Za-z0-9_.-]", "_", Path(path).stem) or "image"
@@ -381,7 +376,7 @@ def predict_files(
             if ensemble.setting == "stn":
                 thetas = np.array([result[f"st_fold{k}"] for k in ensemble.folds])
                 row |= dict(zip(ST_PARAMS, thetas.mean(axis=0).tolist(), strict=True))
-                windows = [stn_window(*theta) for theta in thetas]
+                windows = [tuple(stn_window(*theta, clip=False)) for theta in thetas]
             if crops is not None:
                 found = crops.iloc[index]
                 row |= {"conf": found["conf"], "crop": found["status"]}

@@ -30,6 +30,7 @@ from cxrstn.provenance import (
     params_differences,
     shown_pairs,
 )
+from cxrstn.roi import ROI_METRICS, roi_summary
 from cxrstn.settings import SETTINGS, TITLES
 
 METRIC_TITLES = {
@@ -400,6 +401,7 @@ class ReportInputs:
     figures: dict  # name -> PNG path
     roi_how: str  # how the ROI examples were chosen
     comparisons: pd.DataFrame | None = None  # reports/eval/comparisons.csv (cxrstn.stats)
+    rois: pd.DataFrame | None = None  # reports/eval/roi.csv; None without known lung boxes
     paper_params: str | os.PathLike = "params.paper.yaml"
 
     @property
@@ -416,6 +418,7 @@ def build_page(inputs: ReportInputs) -> str:
         comparisons_section(inputs),
         curves_section(inputs),
         roi_section(inputs),
+        roi_quality_section(inputs),
         findings_section(inputs),
         ("Training curves", image_tag(inputs.figures["training"], "training curves")),
         cost_section(inputs),
@@ -550,6 +553,44 @@ def curves_section(inputs: ReportInputs) -> tuple[str, str]:
 def roi_section(inputs: ReportInputs) -> tuple[str, str]:
     body = image_tag(inputs.figures["roi"], "ROI examples") + paragraph(inputs.roi_how, "note")
     return "Regions of interest (the paper's Fig. 4)", body
+
+
+def roi_quality_rows(rois: pd.DataFrame) -> tuple[list, list]:
+    """Per setting, mean ± std over folds of each ROI measure, in percent (r as is)."""
+    summary = roi_summary(rois)
+    columns = ["Setting", "IoU with the lung box (%)", "lung box in view (%)"]
+    columns += ["apices in view (%)", "r of vertical centre", "r of height"]
+    rows = []
+    for setting in [s for s in SETTINGS if s in summary]:
+        values = summary[setting]
+        row = [TITLES[setting]]
+        for name in ROI_METRICS:
+            scale = 1 if name.startswith("roi_r_") else 100
+            mean, std = values[name]["mean"] * scale, values[name]["std"] * scale
+            row.append(f"{mean:.2f} ± {std:.2f}" if scale == 1 else f"{mean:.1f} ± {std:.1f}")
+        rows.append(row)
+    return columns, rows
+
+
+def roi_quality_section(inputs: ReportInputs) -> tuple[str, str]:
+    title = "Where each setting looks"
+    figure = image_tag(inputs.figures["roi_quality"], "ROI quality")
+    if inputs.rois is None:
+        return title, figure
+    body = (
+        paragraph(
+            "Each test image's window (the STN's sampling window from its stored sx, sy, tx, "
+            "ty; the YOLO square crop, or the whole image when it had no confident box; the "
+            "whole image for the baseline) against the image's known lung box: IoU, the share "
+            "of the lung box inside the window, and the share of its top 10 % of rows (the "
+            "apices) inside the window. r: Pearson correlation across the test images of the "
+            "window's and the lung box's vertical centre and height, i.e. whether the window "
+            "follows each image (0 for a window that never moves). Mean ± std over folds."
+        )
+        + html_table(*roi_quality_rows(inputs.rois))
+        + figure
+    )
+    return title, body
 
 
 def findings_section(inputs: ReportInputs) -> tuple[str, str]:

@@ -13,6 +13,8 @@ import os
 import numpy as np
 import pandas as pd
 
+from cxrstn.images import square_box
+
 
 def _boxes(box) -> np.ndarray:
     array = np.asarray(box, dtype=np.float64)
@@ -112,3 +114,97 @@ def phantom_lung_boxes(truth_csv: str | os.PathLike, paths) -> pd.DataFrame:
             "y1": rows["y1"].to_numpy(float) / height,
         }
     )
+
+
+ROI_METRICS = ("roi_iou", "roi_lung_coverage", "roi_apex_coverage", "roi_r_centre", "roi_r_height")
+"""What `quality` measures of a set of windows, as named in reports/metrics.json."""
+
+
+def _pearson(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.corrcoef(a, b)[0, 1]) if a.std() > 0 and b.std() > 0 else 0.0
+
+
+def quality(windows, lungs) -> dict[str, float]:
+    """How `windows` frame their images' `lungs` (N x 4 each): mean IoU, mean share of the
+    lung box inside the window, mean apex coverage, and whether the window follows each
+    image: the Pearson r across images of the window's and the lung box's vertical centre,
+    and of their heights (0 when either does not vary, e.g. the whole image)."""
+    windows, lungs = _boxes(windows), _boxes(lungs)
+    return {
+        "roi_iou": float(iou(windows, lungs).mean()),
+        "roi_lung_coverage": float(coverage(windows, lungs).mean()),
+        "roi_apex_coverage": float(apex_coverage(windows, lungs).mean()),
+        "roi_r_centre": _pearson(windows[:, 1] + windows[:, 3], lungs[:, 1] + lungs[:, 3]),
+        "roi_r_height": _pearson(windows[:, 3] - windows[:, 1], lungs[:, 3] - lungs[:, 1]),
+    }
+
+
+def crop_windows(crops: pd.DataFrame, detected_on: int) -> np.ndarray:
+    """The yolo setting's windows from `data/crops.csv`: the square cut around each box (in
+    the pixels of the `detected_on` px stored copy), or the whole image when kept whole."""
+    windows = np.tile([0.0, 0.0, 1.0, 1.0], (len(crops), 1))
+    for index, row in enumerate(crops.itertuples()):
+        if row.status == "cropped":
+            box = square_box(row.x0, row.y0, row.x1, row.y1, detected_on, detected_on)
+            windows[index] = np.asarray(box, dtype=np.float64) / detected_on
+    return windows
+
+
+def setting_windows(setting: str, test: pd.DataFrame, crops: pd.DataFrame | None, size: int):
+    """The window each test image was classified through: the STN's (from its stored sx,
+    sy, tx, ty), the yolo square crop, or the whole image for the baseline."""
+    if setting == "stn":
+        return stn_window(*(test[name].to_numpy() for name in ("sx", "sy", "tx", "ty")))
+    if setting == "yolo":
+        if crops is None:
+            raise ValueError("the yolo setting's windows need data/crops.csv")
+        return crop_windows(crops.set_index("path").loc[test["path"]].reset_index(), size)
+    return np.tile([0.0, 0.0, 1.0, 1.0], (len(test), 1))
+
+
+def roi_table(runs: dict, lung_boxes: pd.DataFrame, crops, size: int) -> pd.DataFrame:
+    """Per test image of every run (`runs` as `metrics.load_runs` gives them): its window's
+    IoU with the lung box, lung coverage and apex coverage."""
+    boxes = lung_boxes.set_index("path")
+    parts = []
+    for (setting, fold), predictions in runs.items():
+        test = predictions[predictions["split"] == "test"].reset_index(drop=True)
+        windows = setting_windows(setting, test, crops, size)
+        lungs = boxes.loc[test["path"], ["x0", "y0", "x1", "y1"]].to_numpy()
+        parts.append(
+            pd.DataFrame(
+                {
+                    "setting": setting,
+                    "fold": fold,
+                    "path": test["path"],
+                    "label": test["label"],
+                    "iou": iou(windows, lungs),
+                    "lung_coverage": coverage(windows, lungs),
+                    "apex_coverage": apex_coverage(windows, lungs),
+                    **{f"w{k}": windows[:, i] for i, k in enumerate(("x0", "y0", "x1", "y1"))},
+                    **{f"l{k}": lungs[:, i] for i, k in enumerate(("x0", "y0", "x1", "y1"))},
+                }
+            )
+        )
+    return pd.concat(parts, ignore_index=True)
+
+
+def roi_summary(table: pd.DataFrame) -> dict:
+    """Per setting, the mean and population std over folds of each `ROI_METRICS` value."""
+    summary = {}
+    for setting, rows in table.groupby("setting", sort=False):
+        per_fold = [
+            quality(
+                fold_rows[["wx0", "wy0", "wx1", "wy1"]].to_numpy(),
+                fold_rows[["lx0", "ly0", "lx1", "ly1"]].to_numpy(),
+            )
+            for _, fold_rows in rows.groupby("fold")
+        ]
+        summary[setting] = {
+            name: {
+                "mean": round(float(np.mean([q[name] for q in per_fold])), 4),
+                "std": round(float(np.std([q[name] for q in per_fold])), 4),
+            }
+            for name in ROI_METRICS
+        }
+    return summary

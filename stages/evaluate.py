@@ -32,6 +32,7 @@ from cxrstn.metrics import (
     operating_threshold,
     summary,
 )
+from cxrstn.roi import phantom_lung_boxes, roi_summary, roi_table
 from cxrstn.settings import SETTINGS
 from cxrstn.stats import comparison_metrics, comparison_table
 
@@ -99,6 +100,14 @@ def main() -> None:
         runs, folds_csv, int(params["eval"]["bootstrap"]), int(params["eval"]["bootstrap_seed"])
     )
     write_csv("reports/eval/comparisons.csv", comparisons)
+    if params["data"]["lung_boxes"] is not None:
+        # Where each setting looks, against the known lung boxes (the phantom's truth).
+        crops = pd.read_csv("data/crops.csv") if "yolo" in settings else None
+        lung_boxes = phantom_lung_boxes(params["data"]["lung_boxes"], folds_csv["path"])
+        rois = roi_table(runs, lung_boxes, crops, int(params["resize"]["size"]))
+        write_csv("reports/eval/roi.csv", rois)
+        for setting, values in roi_summary(rois).items():
+            metrics[setting] |= values
     write_json("reports/metrics.json", metrics | {"paired": comparison_metrics(comparisons)})
     write_json("models/thresholds.json", operating_thresholds(runs, folds, recall, threshold_on))
     for setting, values in metrics.items():

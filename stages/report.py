@@ -20,6 +20,7 @@ from cxrstn.figures import (
     findings_figure,
     read_live_logs,
     roi_figure,
+    roi_quality_figure,
     training_figure,
 )
 from cxrstn.images import ImageStore
@@ -43,6 +44,7 @@ FIGURES = {
     "roi": "reports/figures/roi_examples.png",
     "findings": "reports/figures/findings.png",
     "training": "reports/figures/training_curves.png",
+    "roi_quality": "reports/figures/roi_quality.png",
 }
 
 
@@ -80,6 +82,8 @@ def main() -> None:
         runs, ImageStore("data/resized"), crops_table, crops_store, params["report"]["roi_examples"]
     )
     roi_figure(examples, FIGURES["roi"])
+    rois = pd.read_csv("reports/eval/roi.csv") if Path("reports/eval/roi.csv").is_file() else None
+    roi_quality_figure(rois, ImageStore("data/resized"), FIGURES["roi_quality"])
     training_figure(read_live_logs(RUNS_DIR), FIGURES["training"])
 
     page = build_page(
@@ -93,6 +97,7 @@ def main() -> None:
             FIGURES,
             roi_how,
             comparisons=pd.read_csv("reports/eval/comparisons.csv"),
+            rois=rois,
         )
     )
     with atomic_path("reports/report.html") as tmp:

@@ -20,7 +20,6 @@ configure_tools()  # before the libraries below read their settings
 import argparse
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import torch
 from sklearn.metrics import roc_auc_score
@@ -30,7 +29,7 @@ from cxrstn.folds import split_of
 from cxrstn.images import ImageStore
 from cxrstn.io import atomic_path, load_params, write_csv, write_json
 from cxrstn.models import STN, gflops
-from cxrstn.roi import apex_coverage, coverage, iou, phantom_lung_boxes, stn_window
+from cxrstn.roi import phantom_lung_boxes, quality, stn_window
 from cxrstn.settings import SETTINGS
 from cxrstn.thorax import check_low_conf
 from cxrstn.train import ST_PARAMS, model_file, predict, train_run
@@ -147,25 +146,13 @@ def main() -> None:
 
 
 def window_quality(test: pd.DataFrame, lung_boxes: pd.DataFrame) -> dict:
-    """How the test windows frame the lung boxes: mean IoU, lung and apex coverage, and the
-    Pearson r of window and lung box vertical centre and height across images (does the
-    window follow each image?)."""
+    """How the test windows frame the lung boxes (`roi.quality`), for the run's metrics.json."""
     windows = stn_window(*(test[name].to_numpy() for name in ST_PARAMS))
     boxes = lung_boxes.set_index("path").loc[test["path"], ["x0", "y0", "x1", "y1"]].to_numpy()
-
-    def pearson(a, b) -> float:
-        return float(np.corrcoef(a, b)[0, 1]) if a.std() > 0 and b.std() > 0 else 0.0
-
+    names = {"roi_iou": "test_window_iou"}
     return {
-        "test_window_iou": round(float(iou(windows, boxes).mean()), 4),
-        "test_lung_coverage": round(float(coverage(windows, boxes).mean()), 4),
-        "test_apex_coverage": round(float(apex_coverage(windows, boxes).mean()), 4),
-        "test_r_centre": round(
-            pearson(windows[:, 1] + windows[:, 3], boxes[:, 1] + boxes[:, 3]), 4
-        ),
-        "test_r_height": round(
-            pearson(windows[:, 3] - windows[:, 1], boxes[:, 3] - boxes[:, 1]), 4
-        ),
+        names.get(key, key.replace("roi_", "test_")): round(value, 4)
+        for key, value in quality(windows, boxes).items()
     }
 
 

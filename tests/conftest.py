@@ -75,6 +75,12 @@ def build_project(
     thorax = ((xx - size / 2) / (0.35 * size)) ** 2 + ((yy - size / 2) / (0.3 * size)) ** 2 < 1
     images = [np.where(thorax, 90, 200).astype(np.uint8) + i % 40 for i in range(len(labels))]
     write_store(root / "data/resized", labels["path"].tolist(), iter(images), size)
+    # The phantom's truth.csv: every image's lung box is x 20..80 %, y 25..75 % of a 320 x 400
+    # file, so the whole image's IoU with it is 0.3.
+    truth = labels[["path"]].rename(columns={"path": "file"})
+    truth = truth.assign(dataset="chexpert", x0=64, y0=100, x1=256, y1=300, width=320, height=400)
+    (root / "data/phantom").mkdir(parents=True)
+    truth.to_csv(root / "data/phantom/truth.csv", index=False)
 
     whole = np.arange(len(labels)) % 5 == 0  # images without a confident thorax box
     settings = SETTINGS if with_yolo else ("baseline", "stn")

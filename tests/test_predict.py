@@ -29,7 +29,8 @@ from cxrstn.cli import main
 from cxrstn.images import ImageStore, read_image, resize_square, write_store
 from cxrstn.metrics import operating_threshold
 from cxrstn.models import STN, build_model
-from cxrstn.predict import errors_path, stn_window
+from cxrstn.predict import errors_path
+from cxrstn.roi import stn_window
 from cxrstn.train import TrainResult, load_model, model_file, predict
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -18,7 +18,7 @@ import yaml
 from sklearn.metrics import average_precision_score, roc_auc_score
 
 from cxrstn.cost import cost_rows
-from cxrstn.figures import stn_output, stn_window
+from cxrstn.figures import stn_output, window_rectangle
 from cxrstn.metrics import GRID, mean_pr
 from cxrstn.provenance import git_commit, params_differences, shown_pairs
 from cxrstn.report import std_rows, table1_rows, table2_markdown
@@ -89,7 +89,8 @@ def assert_close(actual: dict, expected: dict) -> None:
     actual = {k: v for k, v in actual.items() if k != "paired"}  # checked on its own
     assert set(actual) == set(expected)
     for setting, metrics in expected.items():
-        assert set(actual[setting]) == set(metrics)
+        table2 = {k: v for k, v in actual[setting].items() if not k.startswith("roi_")}
+        assert set(table2) == set(metrics)
         for name, stats in metrics.items():
             for key in ("mean", "std"):
                 assert actual[setting][name][key] == pytest.approx(stats[key], abs=1e-4), (
@@ -141,6 +142,21 @@ def test_paired_differences_are_the_differences_of_mean_fold_aucs(project, run_s
         assert 0 <= values["p"] <= 1
     table = pd.read_csv(project / "reports/eval/comparisons.csv")
     assert set(table["fold"].astype(str)) == {"0", "1", "2", "all"}
+
+
+def test_every_settings_window_is_measured_against_the_lung_boxes(project, run_stage):
+    run_stage("evaluate", project)
+    metrics = json.loads((project / "reports/metrics.json").read_text())
+    # baseline: the whole image, IoU 0.6 x 0.5 = 0.3, all of the lungs and apices in view
+    assert metrics["baseline"]["roi_iou"] == {"mean": 0.3, "std": 0.0}
+    assert metrics["baseline"]["roi_apex_coverage"]["mean"] == 1.0
+    # stn: the builder's theta (0.8, 0.6, 0.05, 0.1) is x 12.5..92.5 %, y 25..85 %
+    expected_iou = (0.6 * 0.5) / (0.8 * 0.6)  # the lung box lies inside the window
+    assert metrics["stn"]["roi_iou"]["mean"] == pytest.approx(expected_iou, abs=1e-4)
+    assert metrics["stn"]["roi_lung_coverage"]["mean"] == pytest.approx(1.0)
+    assert {"roi_iou", "roi_r_centre"} <= set(metrics["yolo"])
+    rois = pd.read_csv(project / "reports/eval/roi.csv")
+    assert set(rois["setting"]) == {"baseline", "yolo", "stn"}
 
 
 def test_threshold_on_val_is_used_for_metrics_json(project, monkeypatch, run_stage):
@@ -218,7 +234,7 @@ def test_report_table_matches_metrics_and_paper(project, monkeypatch, run_stage)
     page = (project / "reports/report.html").read_text()
     assert not re.search(r"""(src|href)\s*=\s*["']?\s*(https?:)?//""", page)
     assert "http://" not in page and "https://" not in page
-    assert page.count('src="data:image/png;base64,') == 5
+    assert page.count('src="data:image/png;base64,') == 6
     for name in ("roc", "pr", "roi_examples", "findings", "training_curves"):
         assert (project / f"reports/figures/{name}.png").stat().st_size > 5000
     findings = pd.read_csv(project / "reports/findings.csv")
@@ -314,15 +330,20 @@ def test_cost_rows_add_detector_and_crop_to_yolo():
 
 def test_stn_window_and_output():
     image = np.arange(16 * 16, dtype=np.uint8).reshape(16, 16)
-    assert stn_window(1.0, 1.0, 0.0, 0.0, 16) == (-0.5, -0.5, 16.0, 16.0)
+
+    def rect(*theta):
+        patch = window_rectangle(theta, 16)
+        return (*patch.get_xy(), patch.get_width(), patch.get_height())
+
+    assert rect(1.0, 1.0, 0.0, 0.0) == (-0.5, -0.5, 16.0, 16.0)
     assert np.allclose(stn_output(image, 1.0, 1.0, 0.0, 0.0), image)
     # sx = sy = 0.5 centred: output pixel i samples source pixel 3.75 + 0.5 i (the middle
     # 8 x 8 pixels); bilinear sampling of the linear image 16 y + x is exact there
-    assert stn_window(0.5, 0.5, 0.0, 0.0, 16) == (3.5, 3.5, 8.0, 8.0)
+    assert rect(0.5, 0.5, 0.0, 0.0) == (3.5, 3.5, 8.0, 8.0)
     source = 3.75 + 0.5 * np.arange(16)
     assert np.allclose(stn_output(image, 0.5, 0.5, 0.0, 0.0), 16 * source[:, None] + source)
     # tx = 0.5, sx = 0.5: the right half of the image
-    assert stn_window(0.5, 1.0, 0.5, 0.0, 16)[0] == pytest.approx(7.5)
+    assert rect(0.5, 1.0, 0.5, 0.0)[0] == pytest.approx(7.5)
 
 
 def test_table1_beside_the_papers():

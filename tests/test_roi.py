@@ -4,7 +4,17 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from cxrstn.roi import apex_coverage, coverage, iou, phantom_lung_boxes, stn_window
+from cxrstn.roi import (
+    apex_coverage,
+    coverage,
+    crop_windows,
+    iou,
+    phantom_lung_boxes,
+    quality,
+    roi_summary,
+    roi_table,
+    stn_window,
+)
 
 
 def test_identity_window_is_the_whole_image():
@@ -115,3 +125,55 @@ def test_phantom_lung_boxes_normalise_by_each_file_size(tmp_path):
     truth.drop(columns="width").to_csv(tmp_path / "old.csv", index=False)
     with pytest.raises(ValueError, match=r"old.csv: missing columns \['width'\]"):
         phantom_lung_boxes(tmp_path / "old.csv", paths)
+
+
+def test_quality_by_hand():
+    lungs = np.array([[0.2, 0.2, 0.8, 0.6], [0.2, 0.4, 0.8, 0.9]])
+    whole = np.tile([0.0, 0.0, 1.0, 1.0], (2, 1))
+    q = quality(whole, lungs)
+    assert q["roi_iou"] == pytest.approx((0.24 + 0.30) / 2)  # lung areas 0.24 and 0.30
+    assert q["roi_lung_coverage"] == 1 and q["roi_apex_coverage"] == 1
+    assert q["roi_r_centre"] == 0 and q["roi_r_height"] == 0  # the whole image never moves
+    q = quality(lungs, lungs)  # windows that are the lung boxes: perfect, and following
+    assert q["roi_iou"] == 1 and q["roi_r_centre"] == pytest.approx(1)
+    assert q["roi_r_height"] == pytest.approx(1)
+    # A window missing the top half of the first lung box keeps half of it and no apex.
+    lower = np.array([[0.2, 0.4, 0.8, 0.6], [0.2, 0.4, 0.8, 0.9]])
+    q = quality(lower, lungs)
+    assert q["roi_lung_coverage"] == pytest.approx((0.5 + 1) / 2)
+    assert q["roi_apex_coverage"] == pytest.approx((0 + 1) / 2)
+
+
+def test_crop_windows_are_the_squares_the_crop_stage_cuts():
+    crops = pd.DataFrame(
+        {
+            "path": ["a", "b"],
+            "x0": [10.0, None],
+            "y0": [20.0, None],
+            "x1": [50.0, None],
+            "y1": [40.0, None],
+            "status": ["cropped", "whole"],
+        }
+    )
+    # box 40 x 20 on a 100 px copy: the square of side 40 centred on (30, 30)
+    np.testing.assert_allclose(crop_windows(crops, 100), [[0.1, 0.1, 0.5, 0.5], [0, 0, 1, 1]])
+
+
+def test_roi_table_and_summary_per_setting_and_fold():
+    lungs = pd.DataFrame(
+        {"path": ["a", "b"], "x0": [0.25, 0.25], "y0": [0.25, 0.0], "x1": [0.75, 0.75]}
+        | {"y1": [0.75, 0.5]}
+    )
+    test = pd.DataFrame({"path": ["a", "b"], "label": [0, 1], "split": "test"})
+    # theta (0.5, 0.5, 0, 0) samples the central half of the image: the lung box of a.
+    stn = test.assign(sx=0.5, sy=0.5, tx=0.0, ty=0.0)
+    runs = {("baseline", 0): test, ("stn", 0): stn, ("stn", 1): stn}
+    table = roi_table(runs, lungs, None, 512)
+    stn_rows = table[(table["setting"] == "stn") & (table["fold"] == 0)]
+    assert stn_rows["iou"].tolist() == pytest.approx([1.0, 1 / 3])  # b: overlap 0.125 of 0.375
+    assert table.loc[table["setting"] == "baseline", "iou"].tolist() == [0.25, 0.25]
+    summary = roi_summary(table)
+    assert summary["stn"]["roi_iou"] == {"mean": pytest.approx(2 / 3, abs=1e-4), "std": 0.0}
+    assert summary["baseline"]["roi_lung_coverage"]["mean"] == 1.0
+    with pytest.raises(ValueError, match="need data/crops.csv"):
+        roi_table({("yolo", 0): test}, lungs, None, 512)
