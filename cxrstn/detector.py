@@ -92,10 +92,11 @@ def train_detector(data_yaml: str | os.PathLike, out_dir: str | os.PathLike, par
     The model is built from `params["model"]` (an ultralytics yaml such as yolov5n.yaml,
     no download) or loaded from local `params["weights"]` (a .pt file, e.g. COCO weights
     for the paper's set-up). `TRAIN_KEYS` and `params["augment"]` go to the trainer as
-    they are; per-epoch validation is skipped (only the final model is validated) to save
-    CPU time. The best weights end up in `out_dir/weights/best.pt`. Returns the validation
-    mAP@0.5, mAP@0.5:0.95, precision and recall, the model's parameter count, its GFLOPs
-    at `imgsz`, and the training time in seconds.
+    they are; `params["threads"]` sets torch's CPU threads (0 or absent: all cores).
+    Per-epoch validation is skipped (only the final model is validated) to save CPU time.
+    The best weights end up in `out_dir/weights/best.pt`. Returns the validation mAP@0.5,
+    mAP@0.5:0.95, precision and recall, the model's parameter count, its GFLOPs at
+    `imgsz`, and the training time in seconds.
     """
     setup_ultralytics()
     from ultralytics import YOLO
@@ -111,6 +112,10 @@ def train_detector(data_yaml: str | os.PathLike, out_dir: str | os.PathLike, par
         "on_train_epoch_end",
         lambda trainer: progress.update() or progress.set_postfix(loss=float(trainer.tloss.sum())),
     )
+    # Ultralytics sets torch to cores - 1 threads on the CPU (one thread on 2 cores), after
+    # picking the device and before this callback; `threads` (0 = all cores) wins.
+    threads = int(params.get("threads", 0)) or os.cpu_count()
+    model.add_callback("on_pretrain_routine_start", lambda _: torch.set_num_threads(threads))
     started = time.perf_counter()
     model.train(
         data=str(Path(data_yaml).resolve()),
