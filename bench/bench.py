@@ -189,8 +189,9 @@ def bench_loader(folder: Path, files: list[Path], size: int, params: dict, worke
     store = ImageStore(folder / "store")
     print(f"(b) training input at {size} px with augmentation, batch {batch}, {workers} workers")
     rate = {}
+    repeated = keys * 8  # enough images per epoch that worker start-up does not dominate
     rate["image store (memmap) + ImageDataset, the pipeline"] = loader_rate(
-        ImageDataset(store, keys, [0] * len(keys), transform), batch, workers, epochs=4
+        ImageDataset(store, repeated, [0] * len(repeated), transform), batch, workers, epochs=2
     )
     rate["decode the JPEG files every epoch (draft decode)"] = loader_rate(
         DecodingDataset(files, size, transform), batch, workers
@@ -267,7 +268,7 @@ def bench_training(default: dict, paper: dict | None, loader: float, steps: int)
     )
     rate = {"default_1_thread": one, f"default_{cores}_threads": many}
     if paper is not None:
-        paper_rate, paper_flops = train_rate(paper, 2, max(1, steps // 10), cores)
+        paper_rate, paper_flops = train_rate(paper, 2, max(1, steps // 20), cores)
         line(
             f"paper profile ({paper_flops:.1f} GFLOP/img fwd), batch 2, {cores} threads",
             paper_rate,
