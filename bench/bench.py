@@ -318,8 +318,13 @@ def run_measured(command: list[str], cwd: Path, env: dict) -> tuple[float, float
 
     watcher = threading.Thread(target=watch, daemon=True)
     watcher.start()
-    output = process.communicate()[0]
+    lines = []
+    for text in process.stdout:  # shown as it comes: the runner prints one line per stage
+        print(f"    {text}", end="", flush=True)
+        lines.append(text)
+    process.wait()
     watcher.join()
+    output = "".join(lines)
     if process.returncode != 0:
         raise RuntimeError(f"{' '.join(command)} failed:\n{output[-3000:]}")
     return time.perf_counter() - started, peak[0] / 1e9, output
