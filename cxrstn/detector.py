@@ -96,7 +96,7 @@ def train_detector(data_yaml: str | os.PathLike, out_dir: str | os.PathLike, par
     Per-epoch validation is skipped (only the final model is validated) to save CPU time.
     The best weights end up in `out_dir/weights/best.pt`. Returns the validation mAP@0.5,
     mAP@0.5:0.95, precision and recall, the model's parameter count, its GFLOPs at
-    `imgsz`, and the training time in seconds.
+    `imgsz`, the training time in seconds and the torch threads it trained with.
     """
     setup_ultralytics()
     from ultralytics import YOLO
@@ -112,10 +112,13 @@ def train_detector(data_yaml: str | os.PathLike, out_dir: str | os.PathLike, par
         "on_train_epoch_end",
         lambda trainer: progress.update() or progress.set_postfix(loss=float(trainer.tloss.sum())),
     )
-    # Ultralytics sets torch to cores - 1 threads on the CPU (one thread on 2 cores), after
-    # picking the device and before this callback; `threads` (0 = all cores) wins.
+    # Ultralytics sets torch to min(8, cores - 1) threads whenever it picks a CPU device
+    # (one thread on 2 cores; again for the final validation); `threads` (0 = all cores)
+    # wins for every training epoch.
     threads = int(params.get("threads", 0)) or os.cpu_count()
-    model.add_callback("on_pretrain_routine_start", lambda _: torch.set_num_threads(threads))
+    used = []
+    model.add_callback("on_train_epoch_start", lambda _: torch.set_num_threads(threads))
+    model.add_callback("on_train_epoch_end", lambda _: used.append(torch.get_num_threads()))
     started = time.perf_counter()
     model.train(
         data=str(Path(data_yaml).resolve()),
@@ -138,6 +141,7 @@ def train_detector(data_yaml: str | os.PathLike, out_dir: str | os.PathLike, par
     metrics["gflops"] = round(float(get_flops(model.model, params["imgsz"])), 3)
     metrics["train_seconds"] = round(train_seconds, 1)
     metrics["epochs"] = int(params["epochs"])
+    metrics["threads"] = max(used)
     return metrics
 
 
