@@ -1,6 +1,7 @@
 """Reproduce the DVC pipeline with independent stages running side by side.
 
     python -m cxrstn.parallel --jobs 2 [stage ...]      (make repro-parallel)
+    python -m cxrstn.parallel --gpus 0,1,2,3            (one stage per GPU)
 
 DVC runs one stage at a time, but documents that separate `dvc repro` processes may run
 independent stages at once: the repo lock is released while a stage's command runs.
@@ -23,6 +24,7 @@ Each stage's output goes to `.cache/parallel/<stage>.log`.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import subprocess
 import sys
@@ -34,7 +36,8 @@ def stage_graph(root: str | os.PathLike = ".") -> tuple[list[str], dict[str, set
     """The pipeline's stage names in dvc.yaml order, and each stage's upstream stages."""
     from dvc.repo import Repo
 
-    with Repo(str(root)) as repo:
+    # Stage addresses are relative to the working directory: read them from the root.
+    with contextlib.chdir(root), Repo(".") as repo:
         graph = repo.index.graph  # an edge points from a stage to a stage it depends on
         stages = [stage for stage in repo.index.stages if stage in graph]
         upstream = {s.addressing: {d.addressing for d in graph.successors(s)} for s in stages}
@@ -78,15 +81,22 @@ def run_parallel(
     targets: list[str] | None = None,
     root: str | os.PathLike = ".",
     log_dir: str | os.PathLike | None = None,
+    gpus: list[str] | None = None,
 ) -> dict[str, dict]:
     """Reproduce the pipeline (or `targets` and their upstream) with up to `jobs` stages at once.
+
+    With `gpus` (CUDA device ids), `jobs` is their number and each stage runs with
+    CUDA_VISIBLE_DEVICES set to a GPU no other running stage holds (one run per GPU).
 
     Returns per stage `{"ran": bool, "seconds": float}` in finishing order. Raises
     RuntimeError naming the failed stage and its log when a stage fails (stages already
     running are let finish; nothing new starts).
     """
+    if gpus:
+        jobs = len(gpus)
     if jobs < 1:
         raise ValueError(f"jobs must be at least 1, got {jobs}")
+    free_gpus = list(gpus or [])
     root = Path(root)
     log_dir = Path(log_dir) if log_dir else root / ".cache" / "parallel"
     log_dir.mkdir(parents=True, exist_ok=True)
@@ -97,7 +107,7 @@ def run_parallel(
     priority = downstream_counts(upstream)
 
     pending, done, failed = list(order), set(), []
-    running: dict[str, tuple[subprocess.Popen, float, Path]] = {}
+    running: dict[str, tuple[subprocess.Popen, float, Path, str | None]] = {}
     results: dict[str, dict] = {}
     while pending or running:
         if not failed:
@@ -105,23 +115,28 @@ def run_parallel(
                 if len(running) >= jobs:
                     break
                 log = log_dir / f"{stage.replace('@', '-')}.log"
+                gpu = free_gpus.pop(0) if gpus else None
+                env = os.environ | ({"CUDA_VISIBLE_DEVICES": gpu} if gpus else {})
                 with open(log, "w") as out:
                     process = subprocess.Popen(
                         ["dvc", "--wait-for-lock", "repro", "--single-item", stage],
                         cwd=root,
+                        env=env,
                         stdout=out,
                         stderr=subprocess.STDOUT,
                     )
-                running[stage] = (process, time.perf_counter(), log)
+                running[stage] = (process, time.perf_counter(), log, gpu)
                 pending.remove(stage)
-                print(f"start  {stage}", flush=True)
+                print(f"start  {stage}" + (f" on GPU {gpu}" if gpus else ""), flush=True)
         elif not running:
             break
         time.sleep(0.2)
-        for stage, (process, started, log) in list(running.items()):
+        for stage, (process, started, log, gpu) in list(running.items()):
             if process.poll() is None:
                 continue
             del running[stage]
+            if gpu is not None:
+                free_gpus.append(gpu)
             seconds = time.perf_counter() - started
             if process.returncode != 0:
                 failed.append(stage)
@@ -142,16 +157,21 @@ def main() -> None:
     parser.add_argument(
         "--jobs", "-j", type=int, default=os.cpu_count(), help="stages at once (default: cores)"
     )
+    parser.add_argument(
+        "--gpus", help="comma-separated CUDA device ids: one stage per GPU (sets --jobs)"
+    )
     parser.add_argument("targets", nargs="*", help="stages to reproduce (default: all)")
     args = parser.parse_args()
+    gpus = args.gpus.split(",") if args.gpus else None
+    jobs = len(gpus) if gpus else args.jobs
     started = time.perf_counter()
     try:
-        results = run_parallel(args.jobs, args.targets or None)
+        results = run_parallel(jobs, args.targets or None, gpus=gpus)
     except (RuntimeError, ValueError) as error:
         sys.exit(f"repro-parallel: {error}")
     ran = sum(r["ran"] for r in results.values())
     print(
-        f"repro-parallel: {ran} of {len(results)} stages ran, {args.jobs} at a time, "
+        f"repro-parallel: {ran} of {len(results)} stages ran, {jobs} at a time, "
         f"in {time.perf_counter() - started:.0f} s"
     )
 

@@ -13,7 +13,7 @@ import pytest
 import torch
 import yaml
 
-from cxrstn.parallel import downstream_counts, needed, ready_stages
+from cxrstn.parallel import downstream_counts, needed, ready_stages, run_parallel
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -38,6 +38,44 @@ def test_downstream_counts_and_ready_order():
 
 
 # ---- through DVC ---------------------------------------------------------------------------
+
+TOY = """
+stages:
+  a:
+    cmd: sleep 1 && echo "$CUDA_VISIBLE_DEVICES" > a.txt
+    outs: [a.txt]
+  b:
+    cmd: sleep 1 && echo "$CUDA_VISIBLE_DEVICES" > b.txt
+    outs: [b.txt]
+  c:
+    cmd: cat a.txt b.txt > c.txt
+    deps: [a.txt, b.txt]
+    outs: [c.txt]
+"""
+
+
+def test_one_stage_per_gpu_then_nothing_to_do(tmp_path, monkeypatch):
+    """Real DVC on a toy pipeline: a and b run at once, each on its own GPU; c after both."""
+    monkeypatch.setenv("PATH", f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
+    monkeypatch.setenv("DVC_SITE_CACHE_DIR", str(tmp_path / "site"))
+    monkeypatch.setenv("DVC_GLOBAL_CONFIG_DIR", str(tmp_path / "global"))
+    monkeypatch.setenv("DVC_NO_ANALYTICS", "1")
+    project = tmp_path / "toy"
+    project.mkdir()
+    subprocess.run(["dvc", "init", "-q", "--no-scm"], cwd=project, check=True)
+    (project / "dvc.yaml").write_text(TOY)
+
+    results = run_parallel(0, root=project, gpus=["5", "7"])
+    assert list(results)[-1] == "c" and all(r["ran"] for r in results.values())
+    gpus = {(project / f).read_text().strip() for f in ("a.txt", "b.txt")}
+    assert gpus == {"5", "7"}  # side by side, never sharing a GPU
+    assert (project / "c.txt").read_text().split() == [
+        (project / "a.txt").read_text().strip(),
+        (project / "b.txt").read_text().strip(),
+    ]
+    again = run_parallel(2, root=project)
+    assert set(again) == {"a", "b", "c"} and not any(r["ran"] for r in again.values())
+
 
 TINY = {
     "phantom": {
