@@ -1,5 +1,6 @@
 # Two entry points for a fresh machine: `make repro` runs the pipeline, `make test` runs the tests.
-# `make repro-parallel` runs independent stages side by side (JOBS at a time, default: cores).
+# `make repro-parallel` runs independent stages side by side (JOBS at a time, default: cores;
+# GPUS=0,1,2,3 runs one stage per GPU instead).
 # Both create .venv and install the pinned requirements on first use; later calls reuse them.
 VENV := .venv
 PY := $(VENV)/bin/python
@@ -27,7 +28,7 @@ repro: setup
 	dvc repro
 
 repro-parallel: setup
-	python -m cxrstn.parallel --jobs $(JOBS)
+	python -m cxrstn.parallel --jobs $(JOBS) $(if $(GPUS),--gpus $(GPUS))
 
 # Ratios of the data path and training speeds on this machine (a few minutes; see README).
 bench: setup
