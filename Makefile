@@ -1,4 +1,6 @@
 # Two entry points for a fresh machine: `make repro` runs the pipeline, `make test` runs the tests.
+# `make repro-parallel` runs independent stages side by side (JOBS at a time, default: cores;
+# GPUS=0,1,2,3 runs one stage per GPU instead).
 # Both create .venv and install the pinned requirements on first use; later calls reuse them.
 VENV := .venv
 PY := $(VENV)/bin/python
@@ -10,7 +12,9 @@ export DVC_NO_ANALYTICS := 1
 export MPLCONFIGDIR := $(CURDIR)/.cache/matplotlib
 export YOLO_CONFIG_DIR := $(CURDIR)/.cache/ultralytics
 
-.PHONY: setup repro test lint paper
+JOBS ?= $(shell nproc 2>/dev/null || echo 2)
+
+.PHONY: setup repro repro-parallel bench gpu-bench paper-smoke test lint
 setup: $(VENV)/.installed
 
 $(VENV)/.installed: requirements.txt pyproject.toml
@@ -22,6 +26,20 @@ $(VENV)/.installed: requirements.txt pyproject.toml
 
 repro: setup
 	dvc repro
+
+repro-parallel: setup
+	python -m cxrstn.parallel --jobs $(JOBS) $(if $(GPUS),--gpus $(GPUS))
+
+# Ratios of the data path and training speeds on this machine (a few minutes; see README).
+bench: setup
+	python bench/bench.py
+
+gpu-bench: setup
+	bench/gpu.sh
+
+# The paper's whole profile end to end on a tiny full-size phantom, on the CPU (see README).
+paper-smoke: setup
+	python bench/paper_smoke.py
 
 lint: setup
 	ruff check .

@@ -93,12 +93,13 @@ def train_detector(data_yaml: str | os.PathLike, out_dir: str | os.PathLike, par
     The model is built from `params["model"]` (an ultralytics yaml such as yolov5n.yaml,
     no download) or loaded from local `params["weights"]` (a .pt file, e.g. the COCO
     weights the paper fine-tunes). `TRAIN_KEYS` and `params["augment"]` go to the trainer
-    as they are. With `params["keep_best"]` every epoch is validated and the best one (by
-    ultralytics' fitness, 0.1 mAP@0.5 + 0.9 mAP@0.5:0.95) is kept, as the paper's
-    training does; without, validation is skipped until the end (saves CPU time) and the
-    last epoch is kept. The kept weights end up in `out_dir/weights/best.pt`. Returns the validation
+    as they are; `params["threads"]` sets torch's CPU threads (0 or absent: all cores).
+    With `params["keep_best"]` every epoch is validated and the best one (by ultralytics'
+    fitness, 0.1 mAP@0.5 + 0.9 mAP@0.5:0.95) is kept, as the paper's training does;
+    without, validation is skipped until the end (saves CPU time) and the last epoch is
+    kept. The kept weights end up in `out_dir/weights/best.pt`. Returns the validation
     mAP@0.5, mAP@0.5:0.95, precision and recall, the model's parameter count, its GFLOPs
-    at `imgsz`, and the training time in seconds.
+    at `imgsz`, the training time in seconds and the torch threads it trained with.
     """
     setup_ultralytics()
     from ultralytics import YOLO
@@ -118,6 +119,13 @@ def train_detector(data_yaml: str | os.PathLike, out_dir: str | os.PathLike, par
         "on_train_epoch_end",
         lambda trainer: progress.update() or progress.set_postfix(loss=float(trainer.tloss.sum())),
     )
+    # Ultralytics sets torch to min(8, cores - 1) threads whenever it picks a CPU device
+    # (one thread on 2 cores; again for the final validation); `threads` (0 = all cores)
+    # wins for every training epoch.
+    threads = int(params.get("threads", 0)) or os.cpu_count()
+    used = []
+    model.add_callback("on_train_epoch_start", lambda _: torch.set_num_threads(threads))
+    model.add_callback("on_train_epoch_end", lambda _: used.append(torch.get_num_threads()))
     started = time.perf_counter()
     model.train(
         data=str(Path(data_yaml).resolve()),
@@ -140,6 +148,7 @@ def train_detector(data_yaml: str | os.PathLike, out_dir: str | os.PathLike, par
     metrics["gflops"] = round(float(get_flops(model.model, params["imgsz"])), 3)
     metrics["train_seconds"] = round(train_seconds, 1)
     metrics["epochs"] = int(params["epochs"])
+    metrics["threads"] = max(used)
     return metrics
 
 

@@ -22,9 +22,10 @@ from cxrstn.sources import chexpert
 
 
 def load_resized(file, size):
-    """Decode and resize one image; an unusable file gives (None, reason)."""
+    """Decode (a large JPEG at reduced size, see `read_image`) and resize one image;
+    an unusable file gives (None, reason)."""
     try:
-        return resize_square(read_image(file), size), None
+        return resize_square(read_image(file, min_side=size), size), None
     except ImageError as error:
         return None, str(error).removeprefix(f"{file}: ")
 

@@ -41,6 +41,7 @@ TINY = {
     "workers": 0,
     "augment": {"mosaic": 0.0, "close_mosaic": 0},
 }
+TINY["threads"] = min(8, max(1, (os.cpu_count() or 1) - 1)) + 1  # not ultralytics' own choice
 
 
 def ellipse_sample(index: int) -> FakeSample:
@@ -68,12 +69,22 @@ def trained(tmp_path_factory):
     before = sorted(p.name for p in PROJECT_ROOT.iterdir())
     previous = Path.cwd()
     os.chdir(cwd)
+    threads = torch.get_num_threads()
     try:
         metrics = train_detector(root / "thorax" / "data.yaml", root / "run" / "train", TINY)
     finally:
         os.chdir(previous)
+        torch.set_num_threads(threads)
     assert sorted(p.name for p in PROJECT_ROOT.iterdir()) == before
     return root, metrics, cwd
+
+
+def test_threads_param_overrides_ultralytics_choice(trained):
+    """Ultralytics sets min(8, cores - 1) torch threads on the CPU; `threads` wins."""
+    from ultralytics.utils import NUM_THREADS
+
+    assert TINY["threads"] != NUM_THREADS
+    assert trained[1]["threads"] == TINY["threads"]
 
 
 def test_setup_keeps_ultralytics_offline_and_quiet():
@@ -101,6 +112,7 @@ def test_training_writes_only_its_run_folder(trained):
     root, metrics, cwd = trained
     assert set(metrics) == {
         "map50", "map50_95", "precision", "recall", "n_params", "gflops", "train_seconds", "epochs",
+        "threads",
     }  # fmt: skip
     assert all(0 <= metrics[k] <= 1 for k in ("map50", "map50_95", "precision", "recall"))
     assert 2_000_000 < metrics["n_params"] < 3_000_000  # YOLOv5u-n at one class: 2.5 M

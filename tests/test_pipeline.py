@@ -177,8 +177,9 @@ def test_outputs_of_later_stages(project):
             assert set(predictions["split"]) == {"val", "test"}
             assert (d / f"models/{setting}/fold{fold}/model.pt").is_file()
     metrics = json.loads((d / "reports/metrics.json").read_text())
-    assert set(metrics) == {"baseline", "yolo", "stn"}
-    for setting in metrics.values():
+    assert set(metrics) == {"baseline", "yolo", "stn", "paired"}
+    assert set(metrics["paired"]) == {"baseline_vs_stn", "baseline_vs_yolo", "yolo_vs_stn"}
+    for setting in (metrics[s] for s in ("baseline", "yolo", "stn")):
         rates = [setting[k]["mean"] for k in ("tp_rate", "fp_rate", "tn_rate", "fn_rate")]
         assert sum(rates) == pytest.approx(100, abs=0.01)
     html = (d / "reports/report.html").read_text()

@@ -1,0 +1,403 @@
+"""Benchmark the data path and training on this machine; every figure is printed as a ratio.
+
+    python bench/bench.py [--images 32] [--repro] [--skip-paper]
+
+Measures, in one process (so that the ratios compare like with like on a shared machine):
+  (a) resize: full-size CheXpert-like JPEGs (2320x2828, phantom radiographs) to 512 px,
+      against one process decoding with Pillow at full size and resizing with Pillow;
+  (b) training input: images/s a DataLoader delivers with augmentation from the image store
+      (`cxrstn.data.ImageDataset`), against decoding the JPEG files every epoch, and against
+      torchxrayvision's `CheX_Dataset` + `XRayResizer` on the same files (skipped with a
+      note when torchxrayvision is not installed: `pip install -r bench/requirements.txt`);
+  (c) classifier training images/s (forward, backward, Adam step) of the default profile
+      (params.yaml) with 1 thread and with all cores, and of the paper profile
+      (params.paper.yaml: full-width VGG16 at 512 px) at batch 2;
+  (d) with --repro: the default pipeline in a fresh clone of this commit, stage by stage,
+      one stage at a time and then `--jobs` at a time (cxrstn.parallel), with wall time
+      and peak memory (summed over the stage processes alive at once). Takes about 10 min.
+Without --repro it runs in a few minutes on 2 cores. Temporary files go to a temp folder.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from multiprocessing import Pool
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+import yaml
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from cxrstn.data import ImageDataset, augmentation  # noqa: E402
+from cxrstn.images import ImageStore, read_image, resize_square, write_store  # noqa: E402
+from cxrstn.models import build_model, gflops  # noqa: E402
+from cxrstn.phantom.radiograph import render_frontal  # noqa: E402
+from cxrstn.sources.chexpert import COLUMNS  # noqa: E402
+
+FULL_SIZE = (2320, 2828)  # width, height of a full-resolution CheXpert image
+RENDERS = 8  # distinct phantom renders; each is written several times with fresh film grain
+
+
+def line(name: str, value: float, unit: str, base: float | None = None, note: str = "") -> None:
+    ratio = f"{value / base:6.2f}x" if base else "  base "
+    print(f"  {name:58s} {value:9.1f} {unit:6s} {ratio}  {note}", flush=True)
+
+
+def timed(function, *args, repeat: int = 1) -> float:
+    started = time.perf_counter()
+    for _ in range(repeat):
+        function(*args)
+    return (time.perf_counter() - started) / repeat
+
+
+# (a) resize -----------------------------------------------------------------------------
+
+
+def _render(seed: int) -> np.ndarray:
+    film = render_frontal(np.random.default_rng(seed), *FULL_SIZE, words=["PORTABLE", "L"])
+    return np.rint(np.clip(film.image, 0, 1) * 255).astype(np.uint8)
+
+
+def make_jpegs(folder: Path, count: int, workers: int) -> list[Path]:
+    """`count` full-size JPEGs laid out as CheXpert (`train/patientNNNNN/study1/...`).
+
+    Rendering a 2320x2828 phantom takes seconds, so RENDERS films are drawn and each is
+    saved several times, shifted by a few pixels and mirrored every other time, so that
+    no two files are the same. At quality 95 a file is about 1.7 MB (2 bits a pixel, as
+    the real full-size release: 439 GB for 224,316 images), and JPEG entropy is what
+    decoding time depends on.
+    """
+    with Pool(workers) as pool:
+        films = pool.map(_render, range(min(RENDERS, count)))
+    files = []
+    for index in range(count):
+        copy, film = divmod(index, len(films))
+        film = np.roll(films[film], 3 * copy, axis=0)
+        if copy % 2:
+            film = film[:, ::-1]
+        path = folder / f"train/patient{index + 1:05d}/study1/view1_frontal.jpg"
+        path.parent.mkdir(parents=True)
+        Image.fromarray(np.ascontiguousarray(film)).save(path, quality=95)
+        files.append(path)
+    return files
+
+
+def pillow_full(path: Path, size: int) -> np.ndarray:
+    """The baseline: what most scripts do (Pillow's default resampling, bicubic)."""
+    with Image.open(path) as image:
+        return np.asarray(image.convert("L").resize((size, size)))
+
+
+def pillow_full_box(path: Path, size: int) -> np.ndarray:
+    with Image.open(path) as image:
+        return np.asarray(image.convert("L").resize((size, size), Image.Resampling.BOX))
+
+
+def full_area(path: Path, size: int) -> np.ndarray:
+    """The resize stage before the fast decode: full decode, OpenCV area resize."""
+    return resize_square(read_image(path), size)
+
+
+def fast_area(path: Path, size: int) -> np.ndarray:
+    """The resize stage now: DCT-scaled decode (Pillow draft), OpenCV area resize."""
+    return resize_square(read_image(path, min_side=size), size)
+
+
+def _fast_area_task(args: tuple[Path, int]) -> np.ndarray:
+    return fast_area(*args)
+
+
+def bench_resize(files: list[Path], size: int, workers: int) -> dict:
+    print(f"(a) resize {len(files)} JPEGs of {FULL_SIZE[0]}x{FULL_SIZE[1]} to {size} px")
+    rate = {}
+    for name, function in [
+        ("Pillow full decode + Pillow resize (bicubic), 1 process", pillow_full),
+        ("Pillow full decode + Pillow resize (box), 1 process", pillow_full_box),
+        ("full decode + OpenCV area (resize stage before), 1 process", full_area),
+        ("draft decode + OpenCV area (resize stage now), 1 process", fast_area),
+    ]:
+        seconds = timed(lambda f=function: [f(p, size) for p in files])
+        rate[name] = len(files) / seconds
+    started = time.perf_counter()
+    with Pool(workers) as pool:
+        pool.map(_fast_area_task, [(p, size) for p in files], chunksize=2)
+    name = f"draft decode + OpenCV area, {workers} processes (resize stage)"
+    rate[name] = len(files) / (time.perf_counter() - started)
+    base = next(iter(rate.values()))
+    for name, value in rate.items():
+        line(name, value, "img/s", None if value == base else base)
+    differences = [
+        np.abs(full_area(p, size).astype(int) - fast_area(p, size).astype(int)) for p in files[:8]
+    ]
+    stacked = np.stack(differences)
+    print(
+        f"  stored images, draft vs full decode (8 images): mean abs difference "
+        f"{stacked.mean():.2f}, 99th percentile {np.percentile(stacked, 99):.0f}, "
+        f"max {stacked.max()} gray levels"
+    )
+    return rate
+
+
+# (b) training input ---------------------------------------------------------------------
+
+
+class DecodingDataset(torch.utils.data.Dataset):
+    """ImageDataset's items, but each image decoded from its JPEG file every time."""
+
+    def __init__(self, files, size, transform):
+        self.files, self.size, self.transform = files, size, transform
+        self.labels = np.zeros(len(files), dtype=np.int64)
+
+    def __len__(self):
+        return len(self.files)
+
+    def __getitem__(self, index):
+        pixels = torch.from_numpy(fast_area(self.files[index], self.size)).unsqueeze(0)
+        image = self.transform(pixels.float().div_(255.0))
+        return image, torch.tensor(0.0), index
+
+
+def loader_rate(dataset, batch_size: int, workers: int, epochs: int = 1) -> float:
+    loader = torch.utils.data.DataLoader(
+        dataset, batch_size=batch_size, num_workers=workers, shuffle=True
+    )
+    started, seen = time.perf_counter(), 0
+    for _ in range(epochs):
+        for batch in loader:
+            seen += len(batch["img"] if isinstance(batch, dict) else batch[0])
+    return seen / (time.perf_counter() - started)
+
+
+def bench_loader(folder: Path, files: list[Path], size: int, params: dict, workers: int) -> dict:
+    classifier = params["classifier"]
+    transform = augmentation(classifier["rotation"], classifier["shear"])
+    batch = classifier["batch_size"]
+    keys = [str(p.relative_to(folder)) for p in files]
+    write_store(folder / "store", keys, (fast_area(p, size) for p in files), size)
+    store = ImageStore(folder / "store")
+    print(f"(b) training input at {size} px with augmentation, batch {batch}, {workers} workers")
+    rate = {}
+    repeated = keys * 8  # enough images per epoch that worker start-up does not dominate
+    rate["image store (memmap) + ImageDataset, the pipeline"] = loader_rate(
+        ImageDataset(store, repeated, [0] * len(repeated), transform), batch, workers, epochs=2
+    )
+    rate["decode the JPEG files every epoch (draft decode)"] = loader_rate(
+        DecodingDataset(files, size, transform), batch, workers
+    )
+    try:
+        import torchvision
+        import torchxrayvision as xrv
+    except ImportError:
+        print("  torchxrayvision not installed: pip install -r bench/requirements.txt")
+    else:
+        csv = folder / "train.csv"
+        rows = [
+            {c: "" for c in COLUMNS}
+            | {"Path": f"CheXpert-v1.0/{k}", "Frontal/Lateral": "Frontal", "AP/PA": "PA"}
+            | {"No Finding": 1.0, "Sex": "Female", "Age": 50}
+            for k in keys
+        ]
+        pd.DataFrame(rows, columns=COLUMNS).to_csv(csv, index=False)
+        xrv_aug = torchvision.transforms.Compose(  # as in torchxrayvision's README
+            [
+                xrv.datasets.ToPILImage(),
+                torchvision.transforms.RandomAffine(
+                    classifier["rotation"], shear=classifier["shear"]
+                ),
+                torchvision.transforms.ToTensor(),
+            ]
+        )
+        for engine in ("skimage", "cv2"):
+            dataset = xrv.datasets.CheX_Dataset(
+                imgpath=str(folder),
+                csvpath=str(csv),
+                transform=xrv.datasets.XRayResizer(size, engine=engine),
+                data_aug=xrv_aug,
+                unique_patients=False,
+            )
+            name = f"torchxrayvision CheX_Dataset + XRayResizer({engine})"
+            rate[name] = loader_rate(dataset, batch, workers)
+    base = next(iter(rate.values()))
+    for name, value in rate.items():
+        line(name, value, "img/s", None if value == base else base)
+    return rate
+
+
+# (c) classifier training ----------------------------------------------------------------
+
+
+def train_rate(params: dict, batch: int, steps: int, threads: int) -> tuple[float, float]:
+    """Training images/s of the baseline classifier on random stored-size images, and its
+    GFLOPs per image (forward)."""
+    torch.set_num_threads(threads)
+    torch.manual_seed(0)
+    size = params["resize"]["size"]
+    model = build_model("baseline", params["classifier"], None)
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-5)
+    images = torch.rand(batch, 1, size, size)
+    labels = torch.randint(0, 2, (batch,)).float()
+
+    def step():
+        loss = torch.nn.functional.binary_cross_entropy_with_logits(model(images), labels)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+
+    step()  # warm-up
+    seconds = timed(step, repeat=steps)
+    side = params["classifier"]["input_size"]
+    return batch / seconds, gflops(model, torch.zeros(1, 1, side, side))
+
+
+def bench_training(default: dict, paper: dict | None, loader: float, steps: int) -> dict:
+    cores = os.cpu_count()
+    batch = default["classifier"]["batch_size"]
+    print(f"(c) classifier training (forward, backward, Adam step), {steps} steps after a warm-up")
+    one, flops = train_rate(default, batch, steps, 1)
+    many, _ = train_rate(default, batch, steps, cores)
+    line(f"default profile ({flops:.3f} GFLOP/img fwd), batch {batch}, 1 thread", one, "img/s")
+    line(f"default profile, {cores} threads", many, "img/s", one)
+    print(
+        f"  loader headroom: image store delivers {loader / max(one, many):.1f}x what training uses"
+    )
+    rate = {"default_1_thread": one, f"default_{cores}_threads": many}
+    if paper is not None:
+        paper_rate, paper_flops = train_rate(paper, 2, max(1, steps // 20), cores)
+        line(
+            f"paper profile ({paper_flops:.1f} GFLOP/img fwd), batch 2, {cores} threads",
+            paper_rate,
+            "img/s",
+            one,
+        )
+        rate["paper"] = paper_rate
+    return rate
+
+
+# (d) the whole pipeline -------------------------------------------------------------------
+
+
+def _tree_rss(pid: int) -> int:
+    import psutil
+
+    try:
+        parent = psutil.Process(pid)
+        processes = [parent, *parent.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return 0
+    total = 0
+    for process in processes:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            total += process.memory_info().rss
+    return total
+
+
+def run_measured(command: list[str], cwd: Path, env: dict) -> tuple[float, float, str]:
+    """Wall seconds, peak summed RSS (GB) of the process tree, and output of `command`."""
+    started = time.perf_counter()
+    process = subprocess.Popen(
+        command, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    peak = [0]
+
+    def watch():
+        while process.poll() is None:
+            peak[0] = max(peak[0], _tree_rss(process.pid))
+            time.sleep(0.5)
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    lines = []
+    for text in process.stdout:  # shown as it comes: the runner prints one line per stage
+        print(f"    {text}", end="", flush=True)
+        lines.append(text)
+    process.wait()
+    watcher.join()
+    output = "".join(lines)
+    if process.returncode != 0:
+        raise RuntimeError(f"{' '.join(command)} failed:\n{output[-3000:]}")
+    return time.perf_counter() - started, peak[0] / 1e9, output
+
+
+def bench_repro(jobs: int) -> None:
+    print("(d) the default pipeline in a fresh clone of HEAD (committed files only)")
+    with tempfile.TemporaryDirectory(prefix="cxrstn-repro-") as tmp:
+        rows = {}
+        totals = {}
+        for label, n in (("1 at a time", 1), (f"{jobs} at a time", jobs)):
+            clone = Path(tmp) / f"clone{n}"
+            subprocess.run(["git", "clone", "-q", str(ROOT), str(clone)], check=True)
+            env = os.environ | {
+                "PYTHONPATH": str(clone),
+                "DVC_SITE_CACHE_DIR": str(clone / ".cache/dvc"),
+                "DVC_GLOBAL_CONFIG_DIR": str(clone / ".cache/dvc-global"),
+                "MPLCONFIGDIR": str(clone / ".cache/matplotlib"),
+                "YOLO_CONFIG_DIR": str(clone / ".cache/ultralytics"),
+            }
+            command = [sys.executable, "-m", "cxrstn.parallel", "--jobs", str(n)]
+            seconds, peak, output = run_measured(command, clone, env)
+            totals[label] = (seconds, peak)
+            for text in output.splitlines():
+                parts = text.split()
+                if parts and parts[0] in ("done", "same"):
+                    rows.setdefault(parts[1], {})[label] = float(parts[3])
+            print(f"  {label}: {seconds:.0f} s, peak memory {peak:.2f} GB", flush=True)
+        first, second = totals
+        print(f"  {'stage':24s} {first:>14s} {second:>14s}")
+        for stage, times in rows.items():
+            print(f"  {stage:24s} {times.get(first, 0):12.0f} s {times.get(second, 0):12.0f} s")
+        speedup = totals[first][0] / totals[second][0]
+        print(f"  whole pipeline: {jobs} at a time is {speedup:.2f}x as fast as one at a time")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--images", type=int, default=32, help="full-size JPEGs to generate")
+    parser.add_argument("--size", type=int, default=512, help="stored image side")
+    parser.add_argument("--workers", type=int, default=os.cpu_count(), help="processes")
+    parser.add_argument("--steps", type=int, default=20, help="training steps to time")
+    parser.add_argument("--skip-paper", action="store_true", help="skip the paper profile")
+    parser.add_argument("--repro", action="store_true", help="also time the whole pipeline")
+    parser.add_argument("--jobs", type=int, default=os.cpu_count(), help="stages at once (d)")
+    args = parser.parse_args()
+
+    print(
+        f"machine: {os.cpu_count()} cores, torch {torch.__version__}, "
+        f"load average {os.getloadavg()[0]:.1f} at start (ratios are measured in one process)"
+    )
+    default = yaml.safe_load((ROOT / "params.yaml").read_text())
+    paper = None
+    if not args.skip_paper:
+        paper = yaml.safe_load((ROOT / "params.yaml").read_text())  # a fresh copy
+        for section, values in yaml.safe_load((ROOT / "params.paper.yaml").read_text()).items():
+            if isinstance(values, dict):
+                paper.setdefault(section, {}).update(values)
+    with tempfile.TemporaryDirectory(prefix="cxrstn-bench-") as tmp:
+        folder = Path(tmp)
+        started = time.perf_counter()
+        files = make_jpegs(folder, args.images, args.workers)
+        megabytes = sum(f.stat().st_size for f in files) / len(files) / 1e6
+        print(
+            f"generated {len(files)} JPEGs ({megabytes:.1f} MB each on average) "
+            f"in {time.perf_counter() - started:.0f} s"
+        )
+        bench_resize(files, args.size, args.workers)
+        loader = bench_loader(folder, files, args.size, default, default["train"]["workers"])
+    bench_training(default, paper, next(iter(loader.values())), args.steps)
+    if args.repro:
+        bench_repro(args.jobs)
+
+
+if __name__ == "__main__":
+    main()

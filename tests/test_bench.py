@@ -1,0 +1,70 @@
+"""bench/: the loader comparison on small files and bench/gpu.sh's CPU dry run (no timings
+are asserted, only that each measurement runs and reports what it says)."""
+
+import importlib.util
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _bench():
+    spec = importlib.util.spec_from_file_location("bench", ROOT / "bench" / "bench.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_loader_comparison_runs_every_reader_on_the_same_files(tmp_path):
+    bench = _bench()
+    rng = np.random.default_rng(0)
+    files = []
+    for index in range(6):
+        path = tmp_path / f"train/patient{index + 1:05d}/study1/view1_frontal.jpg"
+        path.parent.mkdir(parents=True)
+        Image.fromarray(rng.integers(0, 256, (130, 100), dtype=np.uint8)).save(path)
+        files.append(path)
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    rates = bench.bench_loader(tmp_path, files, 32, params, workers=0)
+    names = list(rates)
+    assert names[0].startswith("image store") and names[1].startswith("decode the JPEG")
+    if importlib.util.find_spec("torchxrayvision"):
+        assert [n for n in names if "torchxrayvision" in n] == [
+            "torchxrayvision CheX_Dataset + XRayResizer(skimage)",
+            "torchxrayvision CheX_Dataset + XRayResizer(cv2)",
+        ]
+    assert all(rate > 0 for rate in rates.values())
+
+
+def test_decoding_dataset_gives_the_store_s_augmented_tensors(tmp_path):
+    bench = _bench()
+    path = tmp_path / "a.jpg"
+    Image.fromarray(np.full((130, 100), 128, dtype=np.uint8)).save(path)
+    image, label, index = bench.DecodingDataset([path], 32, lambda x: x)[0]
+    assert image.shape == (1, 32, 32) and image.dtype == torch.float32
+    assert abs(float(image.mean()) - 128 / 255) < 0.01 and index == 0
+
+
+def test_gpu_bench_dry_run_reports_each_model_and_the_protocol_estimate():
+    result = subprocess.run(
+        ["bash", "bench/gpu.sh", "--dry-run"], cwd=ROOT, capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0].startswith("device: CPU (dry run)")
+    models = [line for line in lines if "img/s" in line and "GFLOP/img" in line]
+    assert [m.split()[0] for m in models] == ["VGG16", "STN", "ST"]
+    assert "on 1 GPU" in lines[-1] and "on 8" in lines[-1]
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="a GPU is present")
+def test_gpu_bench_without_a_gpu_says_so():
+    result = subprocess.run(["bash", "bench/gpu.sh"], cwd=ROOT, capture_output=True, text=True)
+    assert result.returncode == 1
+    assert "no CUDA GPU visible" in result.stderr
