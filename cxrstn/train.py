@@ -80,6 +80,13 @@ class Progress:
     seconds: dict = field(default_factory=lambda: {"total": 0.0, "train": 0.0})
 
 
+def input_side(model: nn.Module) -> int | None:
+    """The side the data loader can shrink images to before augmenting them: the
+    classifier's input size, except for an STN, whose ST module samples its window from
+    the full stored image (shrinking first would blur a zoomed window)."""
+    return None if isinstance(model, STN) else model.input_size
+
+
 def data_fingerprint(store: ImageStore, frame: pd.DataFrame) -> str:
     """Hash of the run's images, labels and roles, and of the store's index and file stats."""
     digest = hashlib.sha256()
@@ -166,13 +173,15 @@ def setup(
     val_rows = frame[frame["split"] == "val"]
     if val_rows["label"].nunique() < 2:
         raise ValueError("the validation fold needs both classes to compute an AUC")
+    side = input_side(model)
     train_set = ImageDataset(
         store,
         train_rows["path"].tolist(),
         train_rows["label"].tolist(),
         augmentation(classifier["rotation"], classifier["shear"]),
+        side,
     )
-    val_set = ImageDataset(store, val_rows["path"].tolist(), val_rows["label"].tolist())
+    val_set = ImageDataset(store, val_rows["path"].tolist(), val_rows["label"].tolist(), side=side)
     generators = {
         "sampler": torch.Generator().manual_seed(train["seed"]),
         "loader": torch.Generator().manual_seed(train["seed"] + 1),
@@ -400,7 +409,9 @@ def predict(
     workers: int = 0,
 ) -> pd.DataFrame:
     """`frame` with a `score` column (the sigmoid of the logit), and sx, sy, tx, ty for an STN."""
-    dataset = ImageDataset(store, frame["path"].tolist(), frame["label"].tolist())
+    dataset = ImageDataset(
+        store, frame["path"].tolist(), frame["label"].tolist(), side=input_side(model)
+    )
     logits, st_params = _evaluate(model, _loader(dataset, batch_size, workers, device), device)
     scored = frame.reset_index(drop=True).copy()
     scored["score"] = 1.0 / (1.0 + np.exp(-logits.astype(np.float64)))

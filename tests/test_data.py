@@ -62,3 +62,28 @@ def test_sampler_balances_classes_and_is_seeded():
 def test_sampler_needs_both_classes():
     with pytest.raises(ValueError, match="needs both classes"):
         balanced_sampler([1, 1, 1], torch.Generator())
+
+
+def test_shrinking_in_the_loader_gives_the_models_own_input(tmp_path):
+    from cxrstn.models import build_model
+    from cxrstn.train import input_side
+
+    rng = np.random.default_rng(0)
+    paths = [f"p{i}.jpg" for i in range(4)]
+    images = [rng.integers(0, 256, (96, 96)).astype(np.uint8) for _ in paths]
+    write_store(tmp_path / "big", paths, iter(images), 96)
+    store = ImageStore(tmp_path / "big")
+    classifier = {"arch": "vgg16", "width": 0.0625, "input_size": 32, "dropout": 0.0}
+    model = build_model("baseline", classifier | {"weights": None}).eval()
+    assert input_side(model) == 32
+    whole = ImageDataset(store, store.paths, [0, 1, 0, 1])
+    shrunk = ImageDataset(store, store.paths, [0, 1, 0, 1], side=32)
+    assert shrunk[1][0].shape == (1, 32, 32)
+    with torch.no_grad():
+        full = model(torch.stack([whole[i][0] for i in range(4)]))
+        small = model(torch.stack([shrunk[i][0] for i in range(4)]))
+    torch.testing.assert_close(small, full, rtol=0, atol=1e-6)
+    # The ST module samples the full image: an STN gets no shrunk input.
+    stn = {"sx_init": 1.0, "sy_init": 1.0, "tx_init": 0.0, "ty_init": 0.0, "loc_size": 16}
+    stn |= {"loc_channels": [2, 2, 2, 2], "loc_hidden": 4}
+    assert input_side(build_model("stn", classifier | {"weights": None}, stn)) is None
