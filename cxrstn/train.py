@@ -35,7 +35,7 @@ from cxrstn.data import ImageDataset, augmentation, balanced_sampler
 from cxrstn.device import choose_device
 from cxrstn.images import ImageStore
 from cxrstn.io import atomic_path
-from cxrstn.models import STN, build_model
+from cxrstn.models import STN, build_model, load_warm_start
 from cxrstn.roi import coverage, iou, stn_window
 
 ST_PARAMS = ("sx", "sy", "tx", "ty")
@@ -80,6 +80,14 @@ class Progress:
     seconds: dict = field(default_factory=lambda: {"total": 0.0, "train": 0.0})
 
 
+def warm_start_path(stn: dict | None, fold: int) -> str | None:
+    """The baseline `model.pt` an STN's classifier starts from (`stn.warm_start`), or None."""
+    choice = (stn or {}).get("warm_start", "none")
+    if choice not in ("none", "baseline"):
+        raise ValueError(f"stn.warm_start must be none or baseline, got {choice!r}")
+    return f"models/baseline/fold{fold}/model.pt" if choice == "baseline" else None
+
+
 def data_fingerprint(store: ImageStore, frame: pd.DataFrame) -> str:
     """Hash of the run's images, labels and roles, and of the store's index and file stats."""
     digest = hashlib.sha256()
@@ -100,7 +108,8 @@ def train_run(
 ) -> TrainResult:
     """Train `config["setting"]` on the rows of `frame` (`path, label, split`) marked train.
 
-    `config` holds `setting`, `classifier`, `stn` (None unless stn) and `train` params.
+    `config` holds `setting`, `classifier`, `stn` (None unless stn) and `train` params, and
+    optionally `warm_start`: a baseline's model.pt the STN's classifier starts from.
     Validation uses the rows marked `val`; rows marked `test` are never read here.
     `lung_boxes` (path, x0, y0, x1, y1 normalized), when given, lets an STN log how well
     its validation windows frame the lungs, epoch by epoch.
@@ -157,7 +166,12 @@ def setup(
     device = choose_device(train["device"])
     torch.manual_seed(train["seed"])
 
-    model = build_model(config["setting"], classifier, config["stn"]).to(device)
+    model = build_model(config["setting"], classifier, config["stn"])
+    fingerprint = data_fingerprint(store, frame)
+    if config.get("warm_start"):
+        load_warm_start(model, config["warm_start"])
+        fingerprint += hashlib.sha256(Path(config["warm_start"]).read_bytes()).hexdigest()
+    model = model.to(device)
     if device.type == "cuda":
         model = model.to(memory_format=torch.channels_last)
     optimizer = torch.optim.Adam(_param_groups(model, classifier["lr"], config["stn"]))
@@ -201,7 +215,7 @@ def setup(
         val_loader=val_loader,
         generators=generators,
         val_boxes=val_boxes,
-        fingerprint=data_fingerprint(store, frame),
+        fingerprint=fingerprint,
     )
 
 
