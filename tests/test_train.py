@@ -384,3 +384,15 @@ def test_warm_start_must_be_none_or_baseline():
     )
     with pytest.raises(ValueError, match="stn.warm_start must be none or baseline, got 'yolo'"):
         train_module.warm_start_path(STN | {"warm_start": "yolo"}, 0)
+
+
+def test_the_loc_net_below_its_last_layer_may_learn_at_its_own_rate():
+    torch.manual_seed(0)
+    model = build_model("stn", CONFIG["classifier"], STN)
+    groups = train_module._param_groups(model, 1e-4, STN | {"lr": 1e-2, "loc_lr": 1e-3})
+    assert [g["lr"] for g in groups] == [1e-4, 1e-3, 1e-2]
+    last = model.st.regressor[-1]
+    assert [id(p) for p in groups[2]["params"]] == [id(last.weight), id(last.bias)]
+    st_ids = {id(p) for p in model.st.parameters()}
+    assert {id(p) for p in groups[1]["params"] + groups[2]["params"]} == st_ids
+    assert sum(len(g["params"]) for g in groups) == len(list(model.parameters()))
