@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 import os
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -114,8 +115,15 @@ class Classifier(nn.Module):
         return self.vgg(x.expand(-1, self.in_channels, -1, -1)).squeeze(1)
 
 
-def compact_localization(loc_channels: tuple[int, ...], loc_size: int) -> tuple[nn.Sequential, int]:
-    """Four conv3x3-ReLU-maxpool blocks on a `loc_size` copy; returns (net, flat outputs)."""
+def compact_localization(
+    loc_channels: tuple[int, ...], loc_size: int, norm: bool = False
+) -> tuple[nn.Sequential, int]:
+    """Four conv3x3-ReLU-maxpool blocks on a `loc_size` copy; returns (net, flat outputs).
+
+    With `norm`, each conv is followed by batch normalisation: the features then differ
+    between images on the scale of their mean, so the last layer's readout of where the
+    lungs lie learns as fast as the shared window does.
+    """
     if len(loc_channels) != 4:
         raise ValueError(f"the localization net has four conv blocks, got {loc_channels}")
     if loc_size % 16:
@@ -123,11 +131,9 @@ def compact_localization(loc_channels: tuple[int, ...], loc_size: int) -> tuple[
     blocks: list[nn.Module] = []
     in_channels = 1
     for channels in loc_channels:
-        blocks += [
-            nn.Conv2d(in_channels, channels, kernel_size=3, padding=1),
-            nn.ReLU(True),
-            nn.MaxPool2d(2),
-        ]
+        blocks += [nn.Conv2d(in_channels, channels, kernel_size=3, padding=1)]
+        blocks += [nn.BatchNorm2d(channels)] if norm else []
+        blocks += [nn.ReLU(True), nn.MaxPool2d(2)]
         in_channels = channels
     return nn.Sequential(*blocks), in_channels * (loc_size // 16) ** 2
 
@@ -180,12 +186,24 @@ class STModule(nn.Module):
         loc_hidden: int = 64,
         loc_net: str = "compact",
         in_channels: int = 1,
+        loc_norm: bool = False,
+        scale_range: tuple[float, float] | None = None,
     ):
         super().__init__()
         self.output_size = output_size
+        if scale_range is not None:
+            low, high = scale_range
+            if not 0 < low < high or not all(low < s < high for s in init[:2]):
+                raise ValueError(
+                    f"stn.scale_range must be 0 < low < high around sx_init and sy_init, "
+                    f"got {list(scale_range)} for {list(init[:2])}"
+                )
+            if not all(-1 < t < 1 for t in init[2:]):
+                raise ValueError("with stn.scale_range, tx_init and ty_init must lie in (-1, 1)")
+        self.scale_range = scale_range
         if loc_net == "compact":
             self.loc_size, self.loc_channels = loc_size, 1
-            self.localization, flat = compact_localization(loc_channels, loc_size)
+            self.localization, flat = compact_localization(loc_channels, loc_size, loc_norm)
         elif loc_net == "authors":
             self.loc_size, self.loc_channels = output_size, in_channels
             self.localization, flat = authors_localization(in_channels, output_size)
@@ -201,12 +219,31 @@ class STModule(nn.Module):
         final = self.regressor[-1]
         nn.init.zeros_(final.weight)
         with torch.no_grad():
-            final.bias.copy_(torch.tensor(init, dtype=torch.float32))
+            final.bias.copy_(self.raw(torch.tensor(init, dtype=torch.float64)).float())
+
+    def raw(self, params: torch.Tensor) -> torch.Tensor:
+        """The last layer's output that `bounded` maps to `params` (its inverse)."""
+        if self.scale_range is None:
+            return params
+        low, high = self.scale_range
+        scales = torch.logit((params[..., :2] - low) / (high - low))
+        return torch.cat([scales, torch.atanh(params[..., 2:])], dim=-1)
+
+    def bounded(self, raw: torch.Tensor) -> torch.Tensor:
+        """(sx, sy, tx, ty) from the last layer's output: as they are (the paper), or with
+        `scale_range`, scales squashed into (low, high) and translations into (-1, 1), so
+        that a large ST learning rate cannot throw the window off the image (where the
+        gradient vanishes)."""
+        if self.scale_range is None:
+            return raw
+        low, high = self.scale_range
+        scales = low + (high - low) * torch.sigmoid(raw[..., :2])
+        return torch.cat([scales, torch.tanh(raw[..., 2:])], dim=-1)
 
     def params(self, x: torch.Tensor) -> torch.Tensor:
         """Predict (sx, sy, tx, ty) per image, N x 4."""
         small = normalise(to_size(x, self.loc_size)).expand(-1, self.loc_channels, -1, -1)
-        return self.regressor(self.localization(small))
+        return self.bounded(self.regressor(self.localization(small)))
 
     @staticmethod
     def theta(params: torch.Tensor) -> torch.Tensor:
@@ -278,8 +315,40 @@ def build_model(setting: str, classifier: dict, stn: dict | None = None) -> nn.M
         loc_hidden=stn["loc_hidden"],
         loc_net=stn.get("loc_net", "compact"),
         in_channels=in_channels,
+        loc_norm=stn.get("loc_norm", False),
+        scale_range=tuple(stn["scale_range"]) if stn.get("scale_range") else None,
     )
     return STN(model, st)
+
+
+def load_warm_start(model: STN, path: str | os.PathLike) -> None:
+    """Start an STN's classifier from a trained baseline's `model.pt` (`stn.warm_start`).
+
+    The baseline is the classifier trained on the identity window, the STN's starting
+    window: with its weights the classification loss tells the ST module from the first
+    step which part of the image helps, instead of after the epochs a classifier from
+    scratch needs before it learns anything.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"{path}: no trained baseline to warm-start the STN's classifier from "
+            "(stn.warm_start: baseline); train the baseline of this fold first"
+        )
+    saved = torch.load(path, map_location="cpu", weights_only=True)
+    config = saved.get("config") or {}
+    if config.get("setting") != "baseline":
+        raise ValueError(f"{path}: holds a {config.get('setting')!r} model, not a baseline")
+    if config["classifier"]["input_size"] != model.classifier.input_size:
+        raise ValueError(
+            f"{path}: its classifier takes {config['classifier']['input_size']} px, "
+            f"this one {model.classifier.input_size} px"
+        )
+    try:
+        model.classifier.load_state_dict(saved["state_dict"])
+    except RuntimeError as error:
+        first = str(error).splitlines()[1].strip() if "\n" in str(error) else str(error)
+        raise ValueError(f"{path}: its classifier does not fit this one: {first}") from None
 
 
 def gflops(module: nn.Module, example: torch.Tensor) -> float:

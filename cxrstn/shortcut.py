@@ -24,6 +24,7 @@ effects). Decisions use each fold's operating threshold on the *original* test s
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import tempfile
 import zlib
@@ -93,19 +94,28 @@ def burn_lettering(
     return np.round(np.clip(canvas, 0, 1) * 255).astype(np.uint8), drawn
 
 
-def text_free_image(task: Task, workdir: str | os.PathLike) -> tuple[np.ndarray, tuple]:
-    """The phantom image of `task` rendered with its text off, as its file decodes.
-
-    Written by the phantom's own writer (JPEG) into `workdir`, then decoded like every
-    original file. Returns the image and its lung box (original pixels). Only frontal
-    views: a lateral draws its text from the shared stream, so it would change.
-    """
+def text_free_file(task: Task, workdir: str | os.PathLike) -> tuple[Path, tuple]:
+    """The phantom image of `task` rendered with its text off, written by the phantom's own
+    writer (JPEG) into `workdir`: its file and its lung box (original pixels). Only frontal
+    views: a lateral draws its text from the shared stream, so it would change."""
     if task.spec.get("view") == "LAT":
         raise ValueError(f"{task.file}: a lateral view cannot be re-rendered without its text")
     text_free = dataclasses.replace(task, spec={**task.spec, "text": False})
     truth = run_task(text_free, workdir)
-    image = read_image(Path(workdir) / task.file)
-    return image, tuple(int(truth[key]) for key in BOX_COLUMNS)
+    return Path(workdir) / task.file, tuple(int(truth[key]) for key in BOX_COLUMNS)
+
+
+def scaled_box(box: tuple, original_size: tuple[int, int], image: np.ndarray) -> tuple:
+    """A box in original pixels mapped onto `image`, a decode of the original at another
+    size (JPEG draft mode), rounded outwards so that it still covers every lung pixel."""
+    fx, fy = image.shape[1] / original_size[0], image.shape[0] / original_size[1]
+    x0, y0, x1, y1 = box
+    return (
+        math.floor(x0 * fx),
+        math.floor(y0 * fy),
+        min(math.ceil(x1 * fx), image.shape[1]),
+        min(math.ceil(y1 * fy), image.shape[0]),
+    )
 
 
 class ArrayStore:
@@ -129,38 +139,47 @@ def image_rng(seed: int, path: str) -> np.random.Generator:
 
 
 def make_variants(
-    files: dict[str, Path], images: pd.DataFrame, tasks: dict[str, Task], seed: int
-) -> dict[str, dict[str, np.ndarray]]:
-    """The three variants of the test images in `images` (`path, view, words, x0..y1`), at
-    the original files' resolution: `files` maps each path to its original file.
+    files: dict[str, Path],
+    images: pd.DataFrame,
+    tasks: dict[str, Task],
+    seed: int,
+    decodes: dict[str, int | None],
+) -> dict[str, dict[str, dict[str, np.ndarray]]]:
+    """The three variants of the test images in `images` (`path, view, words, x0..y1`),
+    decoded from their files as each setting's pipeline decodes the originals: `decodes`
+    names each way with its `read_image` `min_side` (the resize stage's reduced-size JPEG
+    decoding for the stored images; None, full size, for the crops cut from the originals).
+    Returns {decode: {variant: {path: image}}}; `files` maps each path to its original.
 
-    Each setting then prepares them as the pipeline prepares the originals
-    (`resized_variants`, `cropped_variants`). The lung box of each text-free render must
-    equal the one in truth.csv: otherwise the phantom's params or code differ from those
-    that wrote data/phantom, and the "same image without text" would be another image.
+    The lung box of each text-free render must equal the one in truth.csv: otherwise the
+    phantom's params or code differ from those that wrote data/phantom, and the "same
+    image without text" would be another image.
     """
-    variants = {name: {} for name in VARIANTS}
+    variants = {name: {variant: {} for variant in VARIANTS} for name in decodes}
     with tempfile.TemporaryDirectory(prefix="shortcut-") as workdir:
         for row in tqdm(images.itertuples(), total=len(images), desc="shortcut", unit="img"):
             if row.path not in tasks:
                 raise ValueError(f"{row.path}: not an image the phantom's params plan")
-            original = read_image(files[row.path])
+            task = tasks[row.path]
             lung_box = tuple(int(getattr(row, key)) for key in BOX_COLUMNS)
-            variants["original"][row.path] = original
-            variants["burned"][row.path], _ = burn_lettering(
-                original, lung_box, row.view, image_rng(seed, row.path)
-            )
+            text_free = None
             if row.words > 0:
-                removed, rendered_box = text_free_image(tasks[row.path], workdir)
+                text_free, rendered_box = text_free_file(task, workdir)
                 if rendered_box != lung_box:
                     raise ValueError(
                         f"{row.path}: re-rendered lung box {rendered_box} differs from "
                         f"truth.csv {lung_box}; data/phantom was made with other phantom "
                         "params or code (re-run the phantom stage)"
                     )
-                variants["removed"][row.path] = removed
-            else:
-                variants["removed"][row.path] = original
+            for name, min_side in decodes.items():
+                original = read_image(files[row.path], min_side)
+                box = scaled_box(lung_box, task.size, original)
+                burned, _ = burn_lettering(original, box, row.view, image_rng(seed, row.path))
+                removed = original if text_free is None else read_image(text_free, min_side)
+                found = variants[name]
+                found["original"][row.path] = original
+                found["burned"][row.path] = burned
+                found["removed"][row.path] = removed
     return variants
 
 

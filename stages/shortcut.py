@@ -96,12 +96,15 @@ def main() -> None:
                 f"fold {fold}, e.g. {missing[0]}"
             )
         files = {path: chexpert.image_file(csv_path, path) for path in paths}
-        variants = make_variants(files, images.reset_index(), tasks, seed)
-        resized = resized_variants(variants, size)
+        # Decoded as the resize stage decodes for the stored images, and at full size as
+        # the crop stage does for the yolo crops.
+        decodes = {"stored": size} | ({"cropped": None} if "yolo" in settings else {})
+        variants = make_variants(files, images.reset_index(), tasks, seed, decodes)
+        resized = resized_variants(variants["stored"], size)
         for setting, test in tests.items():
             model = load_model(f"models/{setting}/fold{fold}/model.pt", device)
             if setting == "yolo":
-                seen = cropped_variants(variants, crops, store.size, size, test["path"])
+                seen = cropped_variants(variants["cropped"], crops, store.size, size, test["path"])
             else:
                 seen = resized
             scored = score_variants(model, seen, test, batch_size, device)

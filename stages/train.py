@@ -32,7 +32,7 @@ from cxrstn.models import STN, gflops
 from cxrstn.roi import phantom_lung_boxes, quality, stn_window
 from cxrstn.settings import SETTINGS
 from cxrstn.thorax import check_low_conf
-from cxrstn.train import ST_PARAMS, model_file, predict, train_run
+from cxrstn.train import ST_PARAMS, model_file, predict, train_run, warm_start_path
 
 
 def yolo_rows(frame: pd.DataFrame, crops: pd.DataFrame, low_conf: str) -> tuple:
@@ -87,6 +87,7 @@ def main() -> None:
         "classifier": params["classifier"],
         "stn": params["stn"] if setting == "stn" else None,
         "train": params["train"],
+        "warm_start": warm_start_path(params["stn"], fold) if setting == "stn" else None,
     }
     checkpoint = Path(f"checkpoints/{setting}/fold{fold}/last.pt")
     run_dir = Path(f"reports/runs/{setting}/fold{fold}")

@@ -11,6 +11,7 @@ from cxrstn.models import (
     build_model,
     gflops,
     load_vgg_weights,
+    load_warm_start,
     vgg16_single,
 )
 
@@ -195,3 +196,51 @@ def test_three_channels_repeat_the_gray_image():
     torch.testing.assert_close(model(x), single(x), rtol=1e-4, atol=1e-5)
     with pytest.raises(ValueError, match="in_channels must be 1 or 3"):
         Classifier(in_channels=2)
+
+
+@pytest.mark.parametrize("init", [(1.0, 1.0, 0.0, 0.0), (1.0, 0.1, 0.2, -0.3)])
+def test_bounded_outputs_start_exactly_at_the_init_and_stay_in_range(init):
+    torch.manual_seed(0)
+    st = STModule(output_size=8, init=init, loc_size=16, scale_range=(0.05, 1.25))
+    torch.testing.assert_close(st.params(torch.rand(2, 1, 32, 32)), torch.tensor([init] * 2))
+    # Whatever the last layer says, the scales stay in (0.05, 1.25), translations in (-1, 1).
+    extreme = torch.tensor([[-50.0, 50.0, -50.0, 50.0], [3.0, -3.0, 0.5, -0.5]])
+    params = st.bounded(extreme)
+    assert ((params[:, :2] >= 0.05) & (params[:, :2] <= 1.25)).all()
+    assert (params[:, 2:].abs() <= 1).all()
+    torch.testing.assert_close(st.bounded(st.raw(params[1:])), params[1:])
+
+
+def test_bounded_outputs_refuse_an_init_outside_the_range():
+    with pytest.raises(ValueError, match="scale_range"):
+        STModule(output_size=8, init=(1.0, 0.1, 0.0, 0.0), loc_size=16, scale_range=(0.2, 1.2))
+
+
+def test_loc_norm_puts_a_batch_norm_after_every_conv():
+    st = STModule(output_size=8, init=(1.0, 1.0, 0.0, 0.0), loc_size=16, loc_norm=True)
+    kinds = [type(m).__name__ for m in st.localization]
+    assert kinds.count("BatchNorm2d") == 4
+    assert all(kinds[i + 1] == "BatchNorm2d" for i, k in enumerate(kinds) if k == "Conv2d")
+
+
+def test_warm_start_loads_the_baselines_classifier(tmp_path):
+    torch.manual_seed(0)
+    baseline = build_model("baseline", CLASSIFIER)
+    path = tmp_path / "model.pt"
+    config = {"setting": "baseline", "classifier": CLASSIFIER}
+    torch.save({"state_dict": baseline.state_dict(), "config": config}, path)
+    torch.manual_seed(1)
+    stn = build_model("stn", CLASSIFIER, STN_PARAMS)
+    load_warm_start(stn, path)
+    for name, value in baseline.state_dict().items():
+        torch.testing.assert_close(stn.classifier.state_dict()[name], value)
+
+
+def test_warm_start_names_a_missing_or_wrong_file(tmp_path):
+    stn = build_model("stn", CLASSIFIER, STN_PARAMS)
+    with pytest.raises(FileNotFoundError, match=r"missing\.pt: no trained baseline"):
+        load_warm_start(stn, tmp_path / "missing.pt")
+    path = tmp_path / "stn.pt"
+    torch.save({"state_dict": stn.state_dict(), "config": {"setting": "stn"}}, path)
+    with pytest.raises(ValueError, match=r"stn\.pt: holds a 'stn' model, not a baseline"):
+        load_warm_start(stn, path)

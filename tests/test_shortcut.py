@@ -22,7 +22,7 @@ from cxrstn.shortcut import (
     make_variants,
     score_variants,
     summarize,
-    text_free_image,
+    text_free_file,
 )
 
 SIZE = 64
@@ -190,7 +190,8 @@ def test_removal_gives_the_phantoms_own_text_free_rendering(phantoms, tmp_path):
     assert len(normal_with_text) >= 1
     tasks = chexpert_tasks({**PHANTOM, "text_label_correlation": 0.0})
     for row in normal_with_text.itertuples():
-        removed, box = text_free_image(tasks[row.file], tmp_path)
+        removed_file, box = text_free_file(tasks[row.file], tmp_path)
+        removed = read_image(removed_file)
         expected = read_image(root / "1.0" / row.file)
         np.testing.assert_array_equal(removed, expected)
         assert box == (row.x0, row.y0, row.x1, row.y1)
@@ -198,7 +199,7 @@ def test_removal_gives_the_phantoms_own_text_free_rendering(phantoms, tmp_path):
         assert (with_text != removed).sum() > 5  # the text was there
     lateral = next(task for task in tasks.values() if task.spec["view"] == "LAT")
     with pytest.raises(ValueError, match="lateral view"):
-        text_free_image(lateral, tmp_path)
+        text_free_file(lateral, tmp_path)
 
 
 def test_make_variants_on_a_generated_phantom(phantoms):
@@ -208,7 +209,13 @@ def test_make_variants_on_a_generated_phantom(phantoms):
     assert frontal["words"].gt(0).any() and frontal["words"].eq(0).any()
     files = {p: root / "0.0" / p for p in frontal["path"]}
     tasks = chexpert_tasks({**PHANTOM, "text_label_correlation": 0.0})
-    variants = make_variants(files, frontal, tasks, seed=0)
+    decoded = make_variants(files, frontal, tasks, seed=0, decodes={"full": None, "draft": 64})
+    # At reduced size (JPEG draft mode) the originals are what the resize stage decodes.
+    for path in frontal["path"]:
+        draft = decoded["draft"]["original"][path]
+        np.testing.assert_array_equal(draft, read_image(files[path], min_side=64))
+        assert min(draft.shape) >= 64 and draft.shape[0] < 195
+    variants = decoded["full"]
     for row in frontal.itertuples():
         original = variants["original"][row.path]
         np.testing.assert_array_equal(original, read_image(files[row.path]))
@@ -220,9 +227,9 @@ def test_make_variants_on_a_generated_phantom(phantoms):
     # A truth.csv that does not belong to these params is caught.
     moved = frontal[frontal["words"] > 0].head(1).assign(x0=lambda f: f["x0"] + 1)
     with pytest.raises(ValueError, match="re-rendered lung box"):
-        make_variants(files, moved, tasks, seed=0)
+        make_variants(files, moved, tasks, seed=0, decodes={"full": None})
     with pytest.raises(ValueError, match="not an image the phantom's params plan"):
-        make_variants(files, frontal.tail(1), {}, seed=0)
+        make_variants(files, frontal.tail(1), {}, seed=0, decodes={"full": None})
 
 
 def test_decisions_ignore_score_noise_at_the_threshold():

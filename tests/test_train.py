@@ -356,3 +356,43 @@ def test_apex_penalty_by_hand():
     assert float(train_module._apex_penalty(run)) == pytest.approx(0.5)
     run.config["stn"]["apex_weight"] = 0.0
     assert train_module._apex_penalty(run) == 0.0
+
+
+def test_stn_warm_start_needs_the_folds_baseline_and_starts_from_it(data, tmp_path, monkeypatch):
+    store, frame = data
+    stn = STN | {"warm_start": "baseline"}
+    monkeypatch.setitem(globals(), "STN", stn)
+    with pytest.raises(SystemExit, match=r"models/baseline/fold1/model\.pt: no trained baseline"):
+        run_stage("stn", tmp_path, monkeypatch)
+    run_stage("baseline", tmp_path, monkeypatch)
+    baseline = torch.load(tmp_path / "models/baseline/fold1/model.pt", weights_only=True)
+    started = []
+    monkeypatch.setattr(
+        train_module,
+        "train_epoch",
+        lambda run, epoch: started.append(run.model.classifier.state_dict()) or 0.5,
+    )
+    run_stage("stn", tmp_path, monkeypatch)
+    for name, value in baseline["state_dict"].items():
+        torch.testing.assert_close(started[0][name], value)
+
+
+def test_warm_start_must_be_none_or_baseline():
+    assert train_module.warm_start_path(STN | {"warm_start": "none"}, 2) is None
+    assert train_module.warm_start_path(STN | {"warm_start": "baseline"}, 2) == (
+        "models/baseline/fold2/model.pt"
+    )
+    with pytest.raises(ValueError, match="stn.warm_start must be none or baseline, got 'yolo'"):
+        train_module.warm_start_path(STN | {"warm_start": "yolo"}, 0)
+
+
+def test_the_loc_net_below_its_last_layer_may_learn_at_its_own_rate():
+    torch.manual_seed(0)
+    model = build_model("stn", CONFIG["classifier"], STN)
+    groups = train_module._param_groups(model, 1e-4, STN | {"lr": 1e-2, "loc_lr": 1e-3})
+    assert [g["lr"] for g in groups] == [1e-4, 1e-3, 1e-2]
+    last = model.st.regressor[-1]
+    assert [id(p) for p in groups[2]["params"]] == [id(last.weight), id(last.bias)]
+    st_ids = {id(p) for p in model.st.parameters()}
+    assert {id(p) for p in groups[1]["params"] + groups[2]["params"]} == st_ids
+    assert sum(len(g["params"]) for g in groups) == len(list(model.parameters()))
