@@ -37,7 +37,8 @@ class PerImageSTModule(nn.Module):
         super().__init__()
         self.st = st
         self.input_size = input_size
-        self.ratio = input_size / st.output_size
+        sampled = min(input_size, st.sample_size or input_size)  # see STModule.sample_input
+        self.ratio = sampled / st.output_size
         self.most = max(1, math.ceil(self.ratio - 1e-6))  # K: k never exceeds it
 
     def _axis(self, scale: torch.Tensor, shift: torch.Tensor) -> tuple[torch.Tensor, ...]:
@@ -55,6 +56,7 @@ class PerImageSTModule(nn.Module):
         return coords.reshape(-1, n * most), weights.reshape(-1, n * most)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        x = self.st.sample_input(x)
         params = self.st.params(x)
         sx, sy, tx, ty = params.unbind(dim=1)
         gx, wx = self._axis(sx, tx)

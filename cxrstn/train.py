@@ -81,10 +81,12 @@ class Progress:
 
 
 def input_side(model: nn.Module) -> int | None:
-    """The side the data loader can shrink images to before augmenting them: the
-    classifier's input size, except for an STN, whose ST module samples its window from
-    the full stored image (shrinking first would blur a zoomed window)."""
-    return None if isinstance(model, STN) else getattr(model, "input_size", None)
+    """The side the data loader can shrink images to before augmenting them, the resize the
+    model would apply first anyway: the classifier's input size, or for an STN the side
+    its ST module samples windows from (`stn.sample_size`; None: the stored image)."""
+    if isinstance(model, STN):
+        return model.st.sample_size
+    return getattr(model, "input_size", None)
 
 
 def warm_start_path(stn: dict | None, fold: int) -> str | None:

@@ -83,7 +83,9 @@ def test_shrinking_in_the_loader_gives_the_models_own_input(tmp_path):
         full = model(torch.stack([whole[i][0] for i in range(4)]))
         small = model(torch.stack([shrunk[i][0] for i in range(4)]))
     torch.testing.assert_close(small, full, rtol=0, atol=1e-6)
-    # The ST module samples the full image: an STN gets no shrunk input.
+    # Without stn.sample_size the ST module samples the full stored image.
     stn = {"sx_init": 1.0, "sy_init": 1.0, "tx_init": 0.0, "ty_init": 0.0, "loc_size": 16}
     stn |= {"loc_channels": [2, 2, 2, 2], "loc_hidden": 4}
     assert input_side(build_model("stn", classifier | {"weights": None}, stn)) is None
+    sampled = stn | {"sample_size": 48}  # it samples from a 48 px copy: shrunk in the loader
+    assert input_side(build_model("stn", classifier | {"weights": None}, sampled)) == 48

@@ -121,6 +121,22 @@ def test_st_module_averages_where_it_shrinks_instead_of_aliasing():
     torch.testing.assert_close(out, torch.full((1, 1, 16, 16), 0.25))
 
 
+def test_sample_size_shrinks_the_input_first_and_is_checked():
+    torch.manual_seed(0)
+    image = torch.rand(2, 1, 64, 64)
+    st = STModule(output_size=16, init=(0.5, 0.6, 0.1, -0.2), loc_size=16, sample_size=32)
+    plain = STModule(output_size=16, init=(0.5, 0.6, 0.1, -0.2), loc_size=16)
+    plain.load_state_dict(st.state_dict())
+    small = torch.nn.functional.interpolate(image, size=(32, 32), mode="bilinear", antialias=True)
+    out, params = st(image)
+    expected, expected_params = plain(small)
+    torch.testing.assert_close(out, expected)
+    torch.testing.assert_close(params, expected_params)
+    assert torch.equal(st.sample_input(small), small)  # already small enough: unchanged
+    with pytest.raises(ValueError, match=r"sample_size \(8\) must be at least"):
+        STModule(output_size=16, sample_size=8)
+
+
 def test_gradients_reach_the_localization_net():
     torch.manual_seed(0)
     model = build_model("stn", CLASSIFIER, STN_PARAMS)
