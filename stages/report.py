@@ -98,6 +98,7 @@ def main() -> None:
             roi_how,
             comparisons=pd.read_csv("reports/eval/comparisons.csv"),
             rois=rois,
+            shortcut=read_optional_json("reports/shortcut.json"),
         )
     )
     with atomic_path("reports/report.html") as tmp:

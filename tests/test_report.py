@@ -21,7 +21,7 @@ from cxrstn.cost import cost_rows
 from cxrstn.figures import stn_output, window_rectangle
 from cxrstn.metrics import GRID, mean_pr
 from cxrstn.provenance import git_commit, params_differences, shown_pairs
-from cxrstn.report import std_rows, table1_rows, table2_markdown
+from cxrstn.report import shortcut_rows, std_rows, table1_rows, table2_markdown
 from cxrstn.settings import SETTINGS
 from cxrstn.sources.chexpert import FINDINGS
 
@@ -381,3 +381,21 @@ def test_params_differences_and_no_git(tmp_path):
     assert params_differences(ours, tmp_path / "paper.yaml") == [("classifier.epochs", "2", "20")]
     assert params_differences(ours, tmp_path / "absent.yaml") is None
     assert git_commit(tmp_path).startswith("unknown")
+
+
+def test_shortcut_rows_show_each_measured_setting():
+    shortcut = {
+        "baseline": {
+            "n_images": 100,
+            "n_text": 60,
+            "auc": 70.0,
+            "delta_auc_burned": -4.4,
+            "flip_burned": 4.5,
+            "delta_auc_removed": -6.9,
+            "flip_removed": 5.0,
+        },
+        "stn": {"n_images": 0},  # not measured (real data): left out
+    }
+    columns, rows = shortcut_rows(shortcut)
+    assert len(columns) == 7
+    assert rows == [["Baseline", "100 (60)", "70.00", "-4.40", "4.5", "-6.90", "5.0"]]
