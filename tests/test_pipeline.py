@@ -216,7 +216,7 @@ def test_detector_and_crops_are_deterministic(project):
 
 def test_stn_parameter_reruns_only_the_stn_and_what_follows(project):
     log = run(["dvc", "exp", "run", "-S", "stn.sy_init=0.2"], project["dir"], project["env"])
-    assert ran_stages(log) == STN_RUNS | {"evaluate", "report"}
+    assert ran_stages(log) == STN_RUNS | {"evaluate", "shortcut", "report"}
 
 
 def test_crop_threshold_reruns_only_the_crop_and_what_uses_it(project):
@@ -231,5 +231,5 @@ def test_crop_threshold_reruns_only_the_crop_and_what_uses_it(project):
     # the yolo runs read the crop images; the report also reads the table
     images_changed, table_changed = before[1:] != after[1:], before[0] != after[0]
     expected = {"crop"} | (YOLO_RUNS | {"evaluate"} if images_changed else set())
-    expected |= {"report"} if images_changed or table_changed else set()
+    expected |= {"shortcut", "report"} if images_changed or table_changed else set()
     assert ran_stages(log) == expected
