@@ -192,11 +192,17 @@ def resized_variants(variants: dict[str, dict], size: int) -> dict[str, ArraySto
 
 
 def cropped_variants(
-    variants: dict[str, dict], crops: pd.DataFrame, detected_on: int, size: int, paths
+    variants: dict[str, dict],
+    stored: dict[str, ArrayStore],
+    crops: pd.DataFrame,
+    detected_on: int,
+    size: int,
+    paths,
 ) -> dict[str, ArrayStore]:
-    """What the yolo setting sees: the images `paths` of each variant cut to the square of
-    their `data/crops.csv` box (found on the `detected_on` px stored copy), as the crop
-    stage cuts the originals; an image kept whole is only resized."""
+    """What the yolo setting sees, as the crop stage makes it: the images `paths` of each
+    variant (decoded at full size) cut to the square of their `data/crops.csv` box (found
+    on the `detected_on` px stored copy); an image kept whole is its stored version
+    (`stored`, from `resized_variants`)."""
     boxes = crops.set_index("path")
     result = {}
     for name, found in variants.items():
@@ -209,7 +215,7 @@ def cropped_variants(
                 box = tuple(float(row[key]) for key in BOX_COLUMNS)
                 images[path] = crop_to_thorax(found[path], box, size, detected_on)
             else:
-                images[path] = resize_square(found[path], size)
+                images[path] = resize_square(stored[name][path], size)
         result[name] = ArrayStore(images, f"{name} crops")
     return result
 

@@ -104,7 +104,9 @@ def main() -> None:
         for setting, test in tests.items():
             model = load_model(f"models/{setting}/fold{fold}/model.pt", device)
             if setting == "yolo":
-                seen = cropped_variants(variants["cropped"], crops, store.size, size, test["path"])
+                seen = cropped_variants(
+                    variants["cropped"], resized, crops, store.size, size, test["path"]
+                )
             else:
                 seen = resized
             scored = score_variants(model, seen, test, batch_size, device)

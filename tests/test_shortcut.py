@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from cxrstn.images import read_image, resize_square
+from cxrstn.images import read_image
 from cxrstn.phantom.datasets import generate
 from cxrstn.shortcut import (
     ArrayStore,
@@ -138,12 +138,13 @@ def test_cropped_variants_cut_the_crop_box_of_every_variant():
             "status": ["cropped", "whole"],
         }
     )
-    cropped = cropped_variants(variants, crops, SIZE, 32, ["a", "b"])["original"]
+    stored = {"original": ArrayStore({"a": image[:32, :32], "b": image[:32, :32]}, "s")}
+    cropped = cropped_variants(variants, stored, crops, SIZE, 32, ["a", "b"])["original"]
     # box 32 x 16 -> square of side 32 centred on (24, 16): rows 0..32, cols 8..40
     np.testing.assert_array_equal(cropped["a"], image[0:32, 8:40])
-    np.testing.assert_array_equal(cropped["b"], resize_square(image, 32))
+    np.testing.assert_array_equal(cropped["b"], image[:32, :32])  # whole: the stored image
     with pytest.raises(ValueError, match="no row for test image c"):
-        cropped_variants({"original": {"c": image}}, crops, SIZE, 32, ["c"])
+        cropped_variants({"original": {"c": image}}, stored, crops, SIZE, 32, ["c"])
 
 
 def test_is_phantom(tmp_path):

@@ -51,7 +51,7 @@ def project(tmp_path: Path, chexpert: Path, max_excluded: float = 0.5) -> Path:
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
     params["data"] |= {"chexpert": str(chexpert), "max_excluded": max_excluded}
     params["resize"] |= {"size": 32, "workers": 1}
-    params["split"]["folds"] = 3
+    params["split"] |= {"folds": 3, "fold_ids": [0, 1, 2]}
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     return tmp_path
 
