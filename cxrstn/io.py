@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -59,10 +60,22 @@ def write_csv(path: str | os.PathLike, frame: pd.DataFrame) -> None:
         frame.to_csv(tmp, index=False, lineterminator="\n")
 
 
+class ParamsLoader(yaml.SafeLoader):
+    """YAML as DVC writes it: `dvc exp run -S` rewrites params.yaml in YAML 1.2, where
+    `1e-05` is a float; PyYAML's YAML 1.1 would read it as the string "1e-05"."""
+
+
+ParamsLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*)?(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+    list("-+0123456789."),
+)
+
+
 def load_params(path: str | os.PathLike = "params.yaml") -> dict:
     """Read the pipeline parameters (the whole `params.yaml`)."""
     with open(path) as f:
-        return yaml.safe_load(f)
+        return yaml.load(f, Loader=ParamsLoader)  # a SafeLoader: no arbitrary objects
 
 
 def flatten(record: dict, prefix: str = "") -> dict:

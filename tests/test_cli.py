@@ -64,3 +64,16 @@ def test_a_profile_missing_a_parameter_is_refused():
         set_args(ours, {"detector": {"augment": {"mosaic": 1.0}}})
     with pytest.raises(SystemExit, match=r"detector\.extra not in params\.yaml"):
         set_args(ours, {"detector": {"augment": {"mosaic": 1.0, "cls": 0.5}, "extra": 1}})
+
+
+def test_params_written_by_dvc_read_floats_as_floats(tmp_path):
+    """`dvc exp run -S classifier.lr=1.0e-05` leaves `lr: 1e-05` in params.yaml (YAML 1.2)."""
+    from cxrstn.io import load_params
+
+    (tmp_path / "params.yaml").write_text(
+        "classifier:\n  lr: 1e-05\n  name: 1e5x\nstn:\n  lr: 2E+3\n"
+    )
+    params = load_params(tmp_path / "params.yaml")
+    assert params["classifier"]["lr"] == 1e-05 and isinstance(params["classifier"]["lr"], float)
+    assert params["stn"]["lr"] == 2000.0
+    assert params["classifier"]["name"] == "1e5x"  # not a number: stays a string
