@@ -189,7 +189,7 @@ def test_outputs_of_later_stages(project):
 
 def test_dvc_sees_the_curves_and_each_runs_metrics(project):
     d, env = project["dir"], project["env"]
-    plots = json.loads(run(["dvc", "plots", "show", "--json"], d, env))
+    plots = json.loads(run(["dvc", "plots", "show", "--json"], d, env))["data"]
     assert {"Mean ROC over the test folds", "Mean precision-recall over the test folds"} <= set(
         plots
     )
