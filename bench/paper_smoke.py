@@ -48,6 +48,8 @@ SMOKE = {
     "train.workers": 1,
     # bf16 autocast is for GPUs: a CPU without bf16 units emulates it, many times slower.
     "train.amp": "none",
+    # A one-epoch detector is never confident: train yolo on whole images, not on none.
+    "crop.low_conf": "full",
 }
 """What the smoke run changes in the paper's profile, and nothing else."""
 

@@ -52,6 +52,12 @@ def yolo_rows(frame: pd.DataFrame, crops: pd.DataFrame, low_conf: str) -> tuple:
     }
     dropped = whole & (frame["split"] == "train") & (low_conf == "drop")
     counts["n_train_dropped"] = int(dropped.sum())
+    if dropped.sum() == (frame["split"] == "train").sum():
+        raise ValueError(
+            "data/crops.csv: no training image has a thorax box at crop.conf, and "
+            "crop.low_conf is drop: the yolo setting has nothing to train on (a detector "
+            "that is never confident; crop.low_conf: full trains on the whole images)"
+        )
     return frame[~dropped].reset_index(drop=True), counts
 
 

@@ -396,3 +396,13 @@ def test_the_loc_net_below_its_last_layer_may_learn_at_its_own_rate():
     st_ids = {id(p) for p in model.st.parameters()}
     assert {id(p) for p in groups[1]["params"] + groups[2]["params"]} == st_ids
     assert sum(len(g["params"]) for g in groups) == len(list(model.parameters()))
+
+
+def test_yolo_stage_without_any_confident_training_crop_says_why(data, tmp_path, monkeypatch):
+    store, frame = data
+    paths = store.paths
+    write_store(tmp_path / "data" / "crops", paths, (store[p] for p in paths), SIZE)
+    crops = pd.DataFrame({"path": paths, "x0": None, "y0": None, "x1": None, "y1": None})
+    crops.assign(conf=0.0, status="whole").to_csv(tmp_path / "data" / "crops.csv", index=False)
+    with pytest.raises(SystemExit, match="no training image has a thorax box at crop.conf"):
+        run_stage("yolo", tmp_path, monkeypatch, low_conf="drop")
