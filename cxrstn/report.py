@@ -512,8 +512,8 @@ def comparison_rows(table: pd.DataFrame) -> tuple[list, list]:
                 f"{row.auc_a:.2f}",
                 f"{row.auc_b:.2f}",
                 f"{row.diff:+.2f}",
-                f"{row.z:.2f}",
-                f"{row.p:.3g}",
+                "n/a" if math.isnan(row.z) else f"{row.z:.2f}",
+                "n/a" if math.isnan(row.p) else f"{row.p:.3g}",
                 f"[{row.ci_low:+.2f}, {row.ci_high:+.2f}]",
             ]
         )
@@ -533,6 +533,17 @@ def comparisons_section(inputs: ReportInputs) -> tuple[str, str]:
         "treat the trained models as fixed: they measure the uncertainty of the test set, "
         "not of training. The paper reports no test of its differences."
     ) + html_table(*comparison_rows(inputs.comparisons))
+    table = inputs.comparisons
+    per_fold = table[table["fold"].astype(str) != "all"]
+    small = sorted(per_fold.loc[per_fold["z"].isna(), "fold"].astype(str).unique())
+    if small:
+        body += paragraph(
+            f"n/a: DeLong's variance needs at least two normal and two abnormal test images; "
+            f"fold {', '.join(small)} has fewer, so it gets no p-value, and neither does the "
+            "test over all folds, which needs every fold's variance. The bootstrap interval "
+            "is still given.",
+            "note",
+        )
     return title, body
 
 

@@ -74,7 +74,10 @@ class DeLongResult:
 
 
 def z_score(diff: float, var: float) -> float:
-    """diff / sqrt(var); with zero variance 0 for no difference and +-inf otherwise."""
+    """diff / sqrt(var); with zero variance 0 for no difference and +-inf otherwise; NaN when
+    the variance could not be computed."""
+    if math.isnan(var):
+        return math.nan
     if var > 0:
         return diff / math.sqrt(var)
     return 0.0 if diff == 0 else math.copysign(math.inf, diff)
@@ -139,8 +142,20 @@ def delong_test(labels, scores_a, scores_b) -> DeLongResult:
     return DeLongResult(float(aucs[0]), float(aucs[1]), max(float(var), 0.0))
 
 
+def fold_delong_test(labels, scores_a, scores_b) -> DeLongResult:
+    """`delong_test` for one test fold, which may be too small for it: with fewer than 2
+    abnormal or 2 normal images the AUCs are still given but the variance is NaN (and so
+    are z and p), rather than stopping the whole evaluation over one small fold."""
+    labels = np.asarray(labels)
+    if min((labels == 1).sum(), (labels == 0).sum()) >= 2:
+        return delong_test(labels, scores_a, scores_b)
+    aucs, _, _ = delong_components(labels, np.vstack([scores_a, scores_b]))
+    return DeLongResult(float(aucs[0]), float(aucs[1]), math.nan)
+
+
 def combine_folds(results: list[DeLongResult]) -> DeLongResult:
-    """The stratified test of the mean over folds: mean AUCs, Var = sum of variances / K^2."""
+    """The stratified test of the mean over folds: mean AUCs, Var = sum of variances / K^2
+    (NaN if any fold's variance is: the test of the mean needs every fold's)."""
     if not results:
         raise ValueError("combine_folds needs at least one fold")
     k = len(results)
@@ -240,7 +255,7 @@ def compare_pair(
     rows, results, replicate_diffs = [], [], []
     for fold, frame in frames.items():
         labels = frame["label"].to_numpy()
-        result = delong_test(labels, frame["score_a"], frame["score_b"])
+        result = fold_delong_test(labels, frame["score_a"], frame["score_b"])
         draws = patient_draws(frame["patient"], n_boot, rng)
         diffs = weighted_auc(labels, frame["score_b"], draws) - weighted_auc(
             labels, frame["score_a"], draws
@@ -297,15 +312,20 @@ def comparison_table(
 
 
 def comparison_metrics(table: pd.DataFrame) -> dict:
-    """For reports/metrics.json: per pair, the 'all' row's diff, z, p and interval (numeric)."""
+    """For reports/metrics.json: per pair, the 'all' row's diff, z, p and interval.
+
+    DVC metrics must be numbers, so a value that could not be computed (NaN) is left out
+    rather than written as NaN, which is not JSON.
+    """
     combined = table[table["fold"].astype(str) == "all"]
-    return {
-        row.pair: {
+    metrics = {}
+    for row in combined.itertuples():
+        values = {
             "auc_diff": round(float(row.diff), 4),
             "z": round(float(row.z), 4),
             "p": float(f"{row.p:.4g}"),
             "ci_low": round(float(row.ci_low), 4),
             "ci_high": round(float(row.ci_high), 4),
         }
-        for row in combined.itertuples()
-    }
+        metrics[row.pair] = {key: value for key, value in values.items() if math.isfinite(value)}
+    return metrics

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import math
+from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
 import pytest
 from sklearn.metrics import roc_auc_score
 
+from cxrstn.report import comparisons_section
 from cxrstn.stats import (
     DeLongResult,
     combine_folds,
@@ -212,3 +214,41 @@ def test_comparison_is_seeded_and_metrics_are_numeric():
     values = metrics["baseline_vs_stn"]
     assert set(values) == {"auc_diff", "z", "p", "ci_low", "ci_high"}
     assert all(isinstance(v, float) for v in values.values())
+
+
+def test_a_fold_too_small_for_delong_gets_no_p_value_but_the_rest_is_computed():
+    runs, folds = _runs()
+    # Fold 1 keeps a single normal image: its AUC exists, DeLong's variance does not.
+    labels = runs["baseline", 1]["label"]
+    keep = (labels == 1) | (labels.index == labels[labels == 0].index[0])
+    for setting in ("baseline", "stn"):
+        runs[setting, 1] = runs[setting, 1][keep]
+    table = comparison_table(runs, folds, n_boot=100, seed=0).set_index("fold")
+    assert np.isfinite(table.loc[0, ["se", "z", "p"]].astype(float)).all()
+    assert table.loc[1, ["se", "z", "p"]].astype(float).isna().all()
+    assert table.loc["all", ["se", "z", "p"]].astype(float).isna().all()
+    one_normal = runs["stn", 1]
+    expected = roc_auc_score(one_normal["label"], one_normal["score"])
+    assert table.loc[1, "auc_b"] == pytest.approx(100 * expected)
+    assert table.loc["all", "diff"] == pytest.approx(table.loc[[0, 1], "diff"].mean())
+    assert 0 < table.loc[1, "n_boot_valid"] < 100  # replicates without the normal left out
+    # metrics.json gets only numbers: what could not be computed is left out.
+    metrics = comparison_metrics(table.reset_index())["baseline_vs_stn"]
+    assert set(metrics) == {"auc_diff", "ci_low", "ci_high"}
+
+
+def test_the_report_says_why_a_fold_has_no_p_value():
+    runs, folds = _runs()
+    labels = runs["baseline", 1]["label"]
+    keep = (labels == 1) | (labels.index == labels[labels == 0].index[0])
+    for setting in ("baseline", "stn"):
+        runs[setting, 1] = runs[setting, 1][keep]
+    table = comparison_table(runs, folds, n_boot=50, seed=0)
+    inputs = SimpleNamespace(comparisons=table)
+    _, html = comparisons_section(inputs)
+    assert html.count(">n/a</td>") == 4  # z and p of fold 1 and of all
+    assert "fold 1 has fewer" in html
+    _, complete = comparisons_section(
+        SimpleNamespace(comparisons=comparison_table(*_runs(), 50, 0))
+    )
+    assert "n/a" not in complete
