@@ -1,6 +1,7 @@
 """Benchmark the data path and training on this machine; every figure is printed as a ratio.
 
-    python bench/bench.py [--images 32] [--repro] [--skip-paper]
+    python bench/bench.py [--images 32] [--skip-paper]
+                          [--repro [--against REV] [--jobs N] [--repro-only]]
 
 Measures, in one process (so that the ratios compare like with like on a shared machine):
   (a) resize: full-size CheXpert-like JPEGs (2320x2828, phantom radiographs) to 512 px,
@@ -12,9 +13,11 @@ Measures, in one process (so that the ratios compare like with like on a shared 
   (c) classifier training images/s (forward, backward, Adam step) of the default profile
       (params.yaml) with 1 thread and with all cores, and of the paper profile
       (params.paper.yaml: full-width VGG16 at 512 px) at batch 2;
-  (d) with --repro: the default pipeline in a fresh clone of this commit, stage by stage,
-      one stage at a time and then `--jobs` at a time (cxrstn.parallel), with wall time
-      and peak memory (summed over the stage processes alive at once). Takes about 10 min.
+  (d) with --repro: the default pipeline from fresh clones, one after the other, stage by
+      stage, with wall time and peak memory (summed over the stage processes alive at
+      once): `dvc repro` at `--against REV` (e.g. an older commit), `dvc repro` at HEAD,
+      and HEAD `--jobs` stages at a time (cxrstn.parallel). About 15 min per clone on 2
+      cores; `--repro-only` skips (a)-(c).
 Without --repro it runs in a few minutes on 2 cores. Temporary files go to a temp folder.
 """
 
@@ -42,7 +45,9 @@ sys.path.insert(0, str(ROOT))
 
 from cxrstn.data import ImageDataset, augmentation  # noqa: E402
 from cxrstn.images import ImageStore, read_image, resize_square, write_store  # noqa: E402
+from cxrstn.io import load_params  # noqa: E402
 from cxrstn.models import build_model, gflops  # noqa: E402
+from cxrstn.parallel import default_jobs  # noqa: E402
 from cxrstn.phantom.radiograph import render_frontal  # noqa: E402
 from cxrstn.sources.chexpert import COLUMNS  # noqa: E402
 
@@ -303,8 +308,9 @@ def _tree_rss(pid: int) -> int:
     return total
 
 
-def run_measured(command: list[str], cwd: Path, env: dict) -> tuple[float, float, str]:
-    """Wall seconds, peak summed RSS (GB) of the process tree, and output of `command`."""
+def run_measured(command: list[str], cwd: Path, env: dict, on_line=None) -> tuple[float, float]:
+    """Wall seconds and peak summed RSS (GB) of the process tree of `command`; each output
+    line is echoed and passed to `on_line` as it comes."""
     started = time.perf_counter()
     process = subprocess.Popen(
         command, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
@@ -318,47 +324,93 @@ def run_measured(command: list[str], cwd: Path, env: dict) -> tuple[float, float
 
     watcher = threading.Thread(target=watch, daemon=True)
     watcher.start()
-    lines = []
-    for text in process.stdout:  # shown as it comes: the runner prints one line per stage
+    tail = []
+    for text in process.stdout:
         print(f"    {text}", end="", flush=True)
-        lines.append(text)
+        tail = [*tail[-40:], text]
+        if on_line is not None:
+            on_line(text)
     process.wait()
     watcher.join()
-    output = "".join(lines)
     if process.returncode != 0:
-        raise RuntimeError(f"{' '.join(command)} failed:\n{output[-3000:]}")
-    return time.perf_counter() - started, peak[0] / 1e9, output
+        raise RuntimeError(f"{' '.join(command)} failed:\n{''.join(tail)}")
+    return time.perf_counter() - started, peak[0] / 1e9
 
 
-def bench_repro(jobs: int) -> None:
-    print("(d) the default pipeline in a fresh clone of HEAD (committed files only)")
+def fresh_clone(rev: str, dest: Path) -> dict:
+    """A clone of this repository at `rev` (committed files only) and the environment its
+    stages run in: its own code first on the path, its own DVC and tool folders."""
+    subprocess.run(["git", "clone", "-q", str(ROOT), str(dest)], check=True)
+    subprocess.run(["git", "-C", str(dest), "checkout", "-q", rev], check=True)
+    return os.environ | {
+        "PYTHONPATH": str(dest),
+        "DVC_SITE_CACHE_DIR": str(dest / ".cache/dvc"),
+        "DVC_GLOBAL_CONFIG_DIR": str(dest / ".cache/dvc-global"),
+        "DVC_NO_ANALYTICS": "1",
+        "MPLCONFIGDIR": str(dest / ".cache/matplotlib"),
+        "YOLO_CONFIG_DIR": str(dest / ".cache/ultralytics"),
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+    }
+
+
+def time_dvc_repro(rev: str, dest: Path) -> dict:
+    """`dvc repro` in a fresh clone of `rev`: seconds per stage (from the moment DVC starts
+    it to the next one), the whole wall time and the peak memory."""
+    env = fresh_clone(rev, dest)
+    stages, current = {}, [None, time.perf_counter()]
+
+    def on_line(text: str) -> None:
+        if text.startswith("Running stage '"):
+            now = time.perf_counter()
+            if current[0]:
+                stages[current[0]] = now - current[1]
+            current[:] = [text.split("'")[1], now]
+
+    seconds, peak = run_measured(["dvc", "repro"], dest, env, on_line)
+    if current[0]:
+        stages[current[0]] = time.perf_counter() - current[1]
+    return {"stages": stages, "seconds": seconds, "peak_gb": peak}
+
+
+def time_parallel(dest: Path, jobs: int) -> dict:
+    """`python -m cxrstn.parallel --jobs N` in a fresh clone of HEAD: the same figures."""
+    env = fresh_clone("HEAD", dest)
+    stages = {}
+
+    def on_line(text: str) -> None:
+        parts = text.split()
+        if parts and parts[0] in ("done", "same"):
+            stages[parts[1]] = float(parts[3])
+
+    command = [sys.executable, "-m", "cxrstn.parallel", "--jobs", str(jobs)]
+    seconds, peak = run_measured(command, dest, env, on_line)
+    return {"stages": stages, "seconds": seconds, "peak_gb": peak}
+
+
+def bench_repro(against: str | None, jobs: int) -> None:
+    """(d): the default pipeline from fresh clones, one after the other on this machine."""
+    runs = {}
     with tempfile.TemporaryDirectory(prefix="cxrstn-repro-") as tmp:
-        rows = {}
-        totals = {}
-        for label, n in (("1 at a time", 1), (f"{jobs} at a time", jobs)):
-            clone = Path(tmp) / f"clone{n}"
-            subprocess.run(["git", "clone", "-q", str(ROOT), str(clone)], check=True)
-            env = os.environ | {
-                "PYTHONPATH": str(clone),
-                "DVC_SITE_CACHE_DIR": str(clone / ".cache/dvc"),
-                "DVC_GLOBAL_CONFIG_DIR": str(clone / ".cache/dvc-global"),
-                "MPLCONFIGDIR": str(clone / ".cache/matplotlib"),
-                "YOLO_CONFIG_DIR": str(clone / ".cache/ultralytics"),
-            }
-            command = [sys.executable, "-m", "cxrstn.parallel", "--jobs", str(n)]
-            seconds, peak, output = run_measured(command, clone, env)
-            totals[label] = (seconds, peak)
-            for text in output.splitlines():
-                parts = text.split()
-                if parts and parts[0] in ("done", "same"):
-                    rows.setdefault(parts[1], {})[label] = float(parts[3])
-            print(f"  {label}: {seconds:.0f} s, peak memory {peak:.2f} GB", flush=True)
-        first, second = totals
-        print(f"  {'stage':24s} {first:>14s} {second:>14s}")
-        for stage, times in rows.items():
-            print(f"  {stage:24s} {times.get(first, 0):12.0f} s {times.get(second, 0):12.0f} s")
-        speedup = totals[first][0] / totals[second][0]
-        print(f"  whole pipeline: {jobs} at a time is {speedup:.2f}x as fast as one at a time")
+        if against:
+            print(f"(d) dvc repro in a fresh clone of {against}", flush=True)
+            runs[f"{against} dvc repro"] = time_dvc_repro(against, Path(tmp) / "against")
+        print("(d) dvc repro in a fresh clone of HEAD", flush=True)
+        runs["HEAD dvc repro"] = time_dvc_repro("HEAD", Path(tmp) / "head")
+        if jobs > 1:
+            print(f"(d) cxrstn.parallel --jobs {jobs} in a fresh clone of HEAD", flush=True)
+            runs[f"HEAD {jobs} at a time"] = time_parallel(Path(tmp) / "parallel", jobs)
+    names = list(runs)
+    stages = list(dict.fromkeys(s for run in runs.values() for s in run["stages"]))
+    print("(d) the default pipeline from a fresh clone, seconds per stage")
+    print(f"  {'stage':24s}" + "".join(f"{name:>22s}" for name in names))
+    for stage in stages:
+        cells = [runs[name]["stages"].get(stage) for name in names]
+        print(f"  {stage:24s}" + "".join(f"{c:22.0f}" if c else f"{'-':>22s}" for c in cells))
+    print(f"  {'whole pipeline':24s}" + "".join(f"{runs[n]['seconds']:22.0f}" for n in names))
+    print(f"  {'peak memory (GB)':24s}" + "".join(f"{runs[n]['peak_gb']:22.2f}" for n in names))
+    base = runs[names[0]]["seconds"]
+    for name in names[1:]:
+        print(f"  {name} is {base / runs[name]['seconds']:.2f}x as fast as {names[0]}")
 
 
 def main() -> None:
@@ -369,13 +421,25 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=20, help="training steps to time")
     parser.add_argument("--skip-paper", action="store_true", help="skip the paper profile")
     parser.add_argument("--repro", action="store_true", help="also time the whole pipeline")
-    parser.add_argument("--jobs", type=int, default=os.cpu_count(), help="stages at once (d)")
+    parser.add_argument(
+        "--against", metavar="REV", help="(d) also time `dvc repro` at this git revision first"
+    )
+    parser.add_argument(
+        "--jobs",
+        type=int,
+        default=default_jobs(load_params(ROOT / "params.yaml")),
+        help="(d) stages at once for cxrstn.parallel (default: as it chooses); 1 skips that run",
+    )
+    parser.add_argument("--repro-only", action="store_true", help="run (d) only")
     args = parser.parse_args()
 
     print(
         f"machine: {os.cpu_count()} cores, torch {torch.__version__}, "
         f"load average {os.getloadavg()[0]:.1f} at start (ratios are measured in one process)"
     )
+    if args.repro_only:
+        bench_repro(args.against, args.jobs)
+        return
     default = yaml.safe_load((ROOT / "params.yaml").read_text())
     paper = None
     if not args.skip_paper:
@@ -396,7 +460,7 @@ def main() -> None:
         loader = bench_loader(folder, files, args.size, default, default["train"]["workers"])
     bench_training(default, paper, next(iter(loader.values())), args.steps)
     if args.repro:
-        bench_repro(args.jobs)
+        bench_repro(args.against, args.jobs)
 
 
 if __name__ == "__main__":
