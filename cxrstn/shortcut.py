@@ -28,6 +28,8 @@ import math
 import os
 import tempfile
 import zlib
+from functools import partial
+from multiprocessing import Pool
 from pathlib import Path
 
 import numpy as np
@@ -144,43 +146,59 @@ def make_variants(
     tasks: dict[str, Task],
     seed: int,
     decodes: dict[str, int | None],
+    workers: int = 1,
 ) -> dict[str, dict[str, dict[str, np.ndarray]]]:
     """The three variants of the test images in `images` (`path, view, words, x0..y1`),
     decoded from their files as each setting's pipeline decodes the originals: `decodes`
     names each way with its `read_image` `min_side` (the resize stage's reduced-size JPEG
     decoding for the stored images; None, full size, for the crops cut from the originals).
     Returns {decode: {variant: {path: image}}}; `files` maps each path to its original.
+    Images are made in `workers` processes; each has its own seeded stream, so the result
+    does not depend on their number.
 
     The lung box of each text-free render must equal the one in truth.csv: otherwise the
     phantom's params or code differ from those that wrote data/phantom, and the "same
     image without text" would be another image.
     """
     variants = {name: {variant: {} for variant in VARIANTS} for name in decodes}
-    with tempfile.TemporaryDirectory(prefix="shortcut-") as workdir:
-        for row in tqdm(images.itertuples(), total=len(images), desc="shortcut", unit="img"):
-            if row.path not in tasks:
-                raise ValueError(f"{row.path}: not an image the phantom's params plan")
-            task = tasks[row.path]
-            lung_box = tuple(int(getattr(row, key)) for key in BOX_COLUMNS)
-            text_free = None
-            if row.words > 0:
-                text_free, rendered_box = text_free_file(task, workdir)
-                if rendered_box != lung_box:
-                    raise ValueError(
-                        f"{row.path}: re-rendered lung box {rendered_box} differs from "
-                        f"truth.csv {lung_box}; data/phantom was made with other phantom "
-                        "params or code (re-run the phantom stage)"
-                    )
-            for name, min_side in decodes.items():
-                original = read_image(files[row.path], min_side)
-                box = scaled_box(lung_box, task.size, original)
-                burned, _ = burn_lettering(original, box, row.view, image_rng(seed, row.path))
-                removed = original if text_free is None else read_image(text_free, min_side)
-                found = variants[name]
-                found["original"][row.path] = original
-                found["burned"][row.path] = burned
-                found["removed"][row.path] = removed
+    jobs = []
+    for row in images.itertuples():
+        if row.path not in tasks:
+            raise ValueError(f"{row.path}: not an image the phantom's params plan")
+        box = tuple(int(getattr(row, key)) for key in BOX_COLUMNS)
+        jobs.append((tasks[row.path], files[row.path], box, row.view, int(row.words), seed))
+    with Pool(workers) as pool:
+        made = pool.imap(partial(_variants_of, decodes=decodes), jobs, chunksize=4)
+        for (task, *_), found in tqdm(zip(jobs, made, strict=True), total=len(jobs),
+                                      desc="shortcut", unit="img"):  # fmt: skip
+            for name, images_of in found.items():
+                for variant, image in images_of.items():
+                    variants[name][variant][task.file] = image
     return variants
+
+
+def _variants_of(job: tuple, decodes: dict[str, int | None]) -> dict[str, dict[str, np.ndarray]]:
+    """One image's variants for `make_variants`: {decode: {variant: image}}."""
+    task, file, lung_box, view, words, seed = job
+    path = task.file
+    found = {}
+    with tempfile.TemporaryDirectory(prefix="shortcut-") as workdir:
+        text_free = None
+        if words > 0:
+            text_free, rendered_box = text_free_file(task, workdir)
+            if rendered_box != lung_box:
+                raise ValueError(
+                    f"{path}: re-rendered lung box {rendered_box} differs from "
+                    f"truth.csv {lung_box}; data/phantom was made with other phantom "
+                    "params or code (re-run the phantom stage)"
+                )
+        for name, min_side in decodes.items():
+            original = read_image(file, min_side)
+            box = scaled_box(lung_box, task.size, original)
+            burned, _ = burn_lettering(original, box, view, image_rng(seed, path))
+            removed = original if text_free is None else read_image(text_free, min_side)
+            found[name] = {"original": original, "burned": burned, "removed": removed}
+    return found
 
 
 def resized_variants(variants: dict[str, dict], size: int) -> dict[str, ArrayStore]:

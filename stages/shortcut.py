@@ -18,6 +18,8 @@ from cxrstn.runtime import configure_tools, run_stage
 
 configure_tools()  # before the libraries below read their settings
 
+import os
+
 import pandas as pd
 import torch
 
@@ -78,6 +80,7 @@ def main() -> None:
     store = ImageStore("data/resized")
     csv_path = chexpert.find_csv(params["data"]["chexpert"])
     seed = int(params["shortcut"]["seed"])
+    workers = int(params["shortcut"]["workers"]) or os.cpu_count()
     crops = pd.read_csv("data/crops.csv") if "yolo" in settings else None
     if params["train"]["threads"]:  # as in training: oversubscribed threads run 5x slower
         torch.set_num_threads(int(params["train"]["threads"]))
@@ -99,7 +102,7 @@ def main() -> None:
         # Decoded as the resize stage decodes for the stored images, and at full size as
         # the crop stage does for the yolo crops.
         decodes = {"stored": size} | ({"cropped": None} if "yolo" in settings else {})
-        variants = make_variants(files, images.reset_index(), tasks, seed, decodes)
+        variants = make_variants(files, images.reset_index(), tasks, seed, decodes, workers)
         resized = resized_variants(variants["stored"], size)
         for setting, test in tests.items():
             model = load_model(f"models/{setting}/fold{fold}/model.pt", device)

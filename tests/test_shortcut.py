@@ -225,6 +225,12 @@ def test_make_variants_on_a_generated_phantom(phantoms):
         assert (variants["burned"][row.path] != original).any()
         if row.words == 0:
             np.testing.assert_array_equal(variants["removed"][row.path], original)
+    # Made in two processes, every image is the same.
+    two = make_variants(files, frontal, tasks, seed=0, decodes={"full": None}, workers=2)
+    for variant, images in two["full"].items():
+        assert list(images) == list(frontal["path"])
+        for path, image in images.items():
+            np.testing.assert_array_equal(image, variants[variant][path])
     # A truth.csv that does not belong to these params is caught.
     moved = frontal[frontal["words"] > 0].head(1).assign(x0=lambda f: f["x0"] + 1)
     with pytest.raises(ValueError, match="re-rendered lung box"):
