@@ -1,5 +1,6 @@
 # Two entry points for a fresh machine: `make repro` runs the pipeline, `make test` runs the tests.
-# `make repro-parallel` runs independent stages side by side (JOBS at a time, default: cores;
+# `make repro-parallel` runs independent stages side by side (JOBS at a time, default: cores
+# divided by the torch threads per stage;
 # GPUS=0,1,2,3 runs one stage per GPU instead).
 # Both create .venv and install the pinned requirements on first use; later calls reuse them.
 VENV := .venv
@@ -12,7 +13,7 @@ export DVC_NO_ANALYTICS := 1
 export MPLCONFIGDIR := $(CURDIR)/.cache/matplotlib
 export YOLO_CONFIG_DIR := $(CURDIR)/.cache/ultralytics
 
-JOBS ?= $(shell nproc 2>/dev/null || echo 2)
+JOBS ?=
 
 .PHONY: setup repro repro-parallel bench gpu-bench paper-smoke test lint
 setup: $(VENV)/.installed
@@ -28,7 +29,7 @@ repro: setup
 	dvc repro
 
 repro-parallel: setup
-	python -m cxrstn.parallel --jobs $(JOBS) $(if $(GPUS),--gpus $(GPUS))
+	python -m cxrstn.parallel $(if $(JOBS),--jobs $(JOBS)) $(if $(GPUS),--gpus $(GPUS))
 
 # Ratios of the data path and training speeds on this machine (a few minutes; see README).
 bench: setup

@@ -14,6 +14,7 @@ import os
 import shutil
 import time
 from collections.abc import Iterable
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -176,6 +177,10 @@ def load_detector(weights: str | os.PathLike):
     return YOLO(str(weights))
 
 
+def _set_threads(threads: int, _predictor) -> None:
+    torch.set_num_threads(threads)
+
+
 def detect(
     model,
     images: Iterable[np.ndarray],
@@ -183,6 +188,7 @@ def detect(
     batch: int = 16,
     device: str = "auto",
     tta: bool = False,
+    threads: int = 0,
 ) -> list[tuple[float, float, float, float, float] | None]:
     """The most confident box `(x0, y0, x1, y1, conf)` per image, or None where there is none.
 
@@ -192,8 +198,14 @@ def detect(
     applies its own threshold), so a low-confidence box is still reported as such.
     `tta` is YOLOv5's test-time augmentation (`detect.py --augment`): the image is also
     seen flipped and at two smaller scales, and the most confident box of the three is kept.
+    `threads` sets torch's CPU threads for inference (0: all cores), as for training.
     """
     setup_ultralytics()
+    # Ultralytics sets cores - 1 threads when it sets up the model; this hook runs after
+    # that, and replaces the one an earlier call added.
+    hooks = model.callbacks["on_predict_start"]
+    hooks[:] = [hook for hook in hooks if getattr(hook, "func", None) is not _set_threads]
+    model.add_callback("on_predict_start", partial(_set_threads, int(threads) or os.cpu_count()))
     device = resolve_device(device)
     images = iter(images)
     results: list[tuple[float, float, float, float, float] | None] = []

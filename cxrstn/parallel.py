@@ -1,6 +1,6 @@
 """Reproduce the DVC pipeline with independent stages running side by side.
 
-    python -m cxrstn.parallel --jobs 2 [stage ...]      (make repro-parallel)
+    python -m cxrstn.parallel [--jobs N] [stage ...]    (make repro-parallel)
     python -m cxrstn.parallel --gpus 0,1,2,3            (one stage per GPU)
 
 DVC runs one stage at a time, but documents that separate `dvc repro` processes may run
@@ -30,6 +30,8 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+
+from cxrstn.io import load_params
 
 
 def stage_graph(root: str | os.PathLike = ".") -> tuple[list[str], dict[str, set[str]]]:
@@ -74,6 +76,16 @@ def ready_stages(
     (ties in `pending`'s order)."""
     ready = [s for s in pending if upstream[s] <= done]
     return sorted(ready, key=lambda s: (-priority[s], pending.index(s)))
+
+
+def default_jobs(params: dict, cores: int | None = None) -> int:
+    """Stages at once that fill the cores without oversubscribing them: cores divided by the
+    torch threads a stage uses (`train.threads`, `detector.threads`; 0 means all cores).
+    On the default 2-core machine with 2 threads per stage that is 1: one stage at a time
+    already uses both cores."""
+    cores = cores or os.cpu_count() or 1
+    threads = [int(params[section].get("threads") or cores) for section in ("train", "detector")]
+    return max(1, cores // max(threads))
 
 
 def run_parallel(
@@ -155,7 +167,10 @@ def run_parallel(
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
-        "--jobs", "-j", type=int, default=os.cpu_count(), help="stages at once (default: cores)"
+        "--jobs",
+        "-j",
+        type=int,
+        help="stages at once (default: cores / torch threads per stage in params.yaml)",
     )
     parser.add_argument(
         "--gpus", help="comma-separated CUDA device ids: one stage per GPU (sets --jobs)"
@@ -163,7 +178,7 @@ def main() -> None:
     parser.add_argument("targets", nargs="*", help="stages to reproduce (default: all)")
     args = parser.parse_args()
     gpus = args.gpus.split(",") if args.gpus else None
-    jobs = len(gpus) if gpus else args.jobs
+    jobs = len(gpus) if gpus else (args.jobs or default_jobs(load_params()))
     started = time.perf_counter()
     try:
         results = run_parallel(jobs, args.targets or None, gpus=gpus)

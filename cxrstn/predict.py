@@ -216,6 +216,7 @@ class YoloCrop:
     conf: float
     tta: bool
     device: str
+    threads: int
 
     @classmethod
     def load(cls, models_dir: str | os.PathLike, params: dict) -> YoloCrop:
@@ -227,6 +228,7 @@ class YoloCrop:
             conf=float(params["crop"]["conf"]),
             tta=bool(params["crop"]["tta"]),
             device=str(params["detector"]["device"]),
+            threads=int(params["detector"]["threads"]),
         )
 
     def crops(
@@ -241,7 +243,9 @@ class YoloCrop:
         from cxrstn.detector import detect
         from cxrstn.thorax import crop_table, crop_to_thorax
 
-        detections = detect(self.detector, images, self.imgsz, len(images), self.device, self.tta)
+        detections = detect(
+            self.detector, images, self.imgsz, len(images), self.device, self.tta, self.threads
+        )
         table = crop_table([str(i) for i in range(len(images))], detections, self.conf)
         inputs = []
         for image, original, row in zip(images, originals, table.itertuples(), strict=True):

@@ -138,9 +138,24 @@ def test_exported_weights_are_reproducible_and_detect_in_input_pixels(trained, t
 
     model = load_detector(first)
     images = [ellipse_sample(i).image for i in range(3)] + [np.zeros((200, 120), np.uint8)]
+    threads = torch.get_num_threads()
     for tta in (False, True):
-        boxes = detect(model, iter(images), imgsz=64, batch=3, device="cpu", tta=tta)
+        try:
+            boxes = detect(
+                model,
+                iter(images),
+                imgsz=64,
+                batch=3,
+                device="cpu",
+                tta=tta,
+                threads=TINY["threads"],
+            )
+            assert torch.get_num_threads() == TINY["threads"]  # not ultralytics' cores - 1
+        finally:
+            torch.set_num_threads(threads)
         assert len(boxes) == 4
+        ours = [h for h in model.callbacks["on_predict_start"] if hasattr(h, "func")]
+        assert len(ours) == 1  # each call replaces the hook the last one added
         for image, box in zip(images, boxes, strict=True):
             if box is None:
                 continue

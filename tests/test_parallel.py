@@ -13,7 +13,7 @@ import pytest
 import torch
 import yaml
 
-from cxrstn.parallel import downstream_counts, needed, ready_stages, run_parallel
+from cxrstn.parallel import default_jobs, downstream_counts, needed, ready_stages, run_parallel
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -26,6 +26,17 @@ def test_needed_follows_dependencies_transitively():
     assert needed(["b", "e"], UPSTREAM) == {"a", "b", "e"}
     with pytest.raises(ValueError, match=r"unknown stages \['x'\]"):
         needed(["x"], UPSTREAM)
+
+
+def test_default_jobs_divide_the_cores_by_the_threads_of_a_stage():
+    def params(train, detector):
+        return {"train": {"threads": train}, "detector": {"threads": detector}}
+
+    assert default_jobs(params(2, 2), cores=2) == 1  # the default: one stage fills 2 cores
+    assert default_jobs(params(1, 1), cores=2) == 2
+    assert default_jobs(params(2, 4), cores=16) == 4  # the busiest stage decides
+    assert default_jobs(params(0, 1), cores=16) == 1  # 0 = all cores
+    assert default_jobs(params(4, 4), cores=2) == 1  # never fewer than one
 
 
 def test_downstream_counts_and_ready_order():
