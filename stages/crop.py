@@ -41,6 +41,7 @@ def main() -> None:
         batch=crop["batch"],
         device=detector["device"],
         tta=crop["tta"],
+        threads=detector["threads"],
     )
     table = crop_table(store.paths, detections, crop["conf"])
 
