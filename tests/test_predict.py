@@ -474,14 +474,17 @@ def test_yolo_setting_detects_and_crops_as_the_crop_stage(tmp_path):
     save_detector(models / "detector.pt")
     folder = films(tmp_path, 4)
     files = sorted(folder.glob("*.png"))
-    params = {"detector": {"imgsz": 64, "device": "cpu"}, "crop": {"conf": 0.9, "tta": False}}
+    params = {
+        "detector": {"imgsz": 64, "device": "cpu", "threads": 1},
+        "crop": {"conf": 0.9, "tta": False},
+    }
     (tmp_path / "params.yaml").write_text(json.dumps(params))
     args = [str(folder), "--models", str(models), "--setting", "yolo", "--fold", "0"]
     args += ["--params", str(tmp_path / "params.yaml"), "--overlays", str(tmp_path / "overlays")]
     results = run_predict(tmp_path, *args).set_index("path")
 
     resized = [resize_square(read_image(file), SIZE) for file in files]
-    detections = detect(load_detector(models / "detector.pt"), resized, 64, 4, "cpu")
+    detections = detect(load_detector(models / "detector.pt"), resized, 64, 4, "cpu", threads=1)
     table = crop_table([str(f) for f in files], detections, 0.9)
     assert (table["status"] == "cropped").all()  # the raised bias: every box near conf 1
     crops = [  # cut from the original file, as the crop stage does
