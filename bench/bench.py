@@ -387,10 +387,14 @@ def time_parallel(dest: Path, jobs: int) -> dict:
     return {"stages": stages, "seconds": seconds, "peak_gb": peak}
 
 
-def bench_repro(against: str | None, jobs: int) -> None:
-    """(d): the default pipeline from fresh clones, one after the other on this machine."""
+def bench_repro(against: str | None, jobs: int, keep: str | None = None) -> None:
+    """(d): the default pipeline from fresh clones, one after the other on this machine;
+    the clones stay in `keep` if given (to inspect or reuse their outputs)."""
     runs = {}
-    with tempfile.TemporaryDirectory(prefix="cxrstn-repro-") as tmp:
+    if keep:
+        Path(keep).mkdir(parents=True)
+    folder = contextlib.nullcontext(keep) if keep else tempfile.TemporaryDirectory()
+    with folder as tmp:
         if against:
             print(f"(d) dvc repro in a fresh clone of {against}", flush=True)
             runs[f"{against} dvc repro"] = time_dvc_repro(against, Path(tmp) / "against")
@@ -431,6 +435,7 @@ def main() -> None:
         help="(d) stages at once for cxrstn.parallel (default: as it chooses); 1 skips that run",
     )
     parser.add_argument("--repro-only", action="store_true", help="run (d) only")
+    parser.add_argument("--keep", metavar="DIR", help="(d) keep the clones in DIR (new folder)")
     args = parser.parse_args()
 
     print(
@@ -438,7 +443,7 @@ def main() -> None:
         f"load average {os.getloadavg()[0]:.1f} at start (ratios are measured in one process)"
     )
     if args.repro_only:
-        bench_repro(args.against, args.jobs)
+        bench_repro(args.against, args.jobs, args.keep)
         return
     default = yaml.safe_load((ROOT / "params.yaml").read_text())
     paper = None
@@ -460,7 +465,7 @@ def main() -> None:
         loader = bench_loader(folder, files, args.size, default, default["train"]["workers"])
     bench_training(default, paper, next(iter(loader.values())), args.steps)
     if args.repro:
-        bench_repro(args.against, args.jobs)
+        bench_repro(args.against, args.jobs, args.keep)
 
 
 if __name__ == "__main__":
