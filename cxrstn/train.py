@@ -33,6 +33,7 @@ from tqdm import tqdm
 
 from cxrstn.data import ImageDataset, augmentation, balanced_sampler
 from cxrstn.device import choose_device
+from cxrstn.distributed import ShardedSampler, World, local_batch_size, start, stop
 from cxrstn.images import ImageStore
 from cxrstn.io import atomic_path
 from cxrstn.models import STN, build_model, load_warm_start
@@ -68,6 +69,8 @@ class Run:
     generators: dict[str, torch.Generator]  # sampler and loader generators, checkpointed
     val_boxes: np.ndarray | None  # normalized lung boxes of the val images, when known
     fingerprint: str
+    world: World  # this process among the run's processes (torchrun), or a world of one
+    train_model: nn.Module  # `model`, wrapped in DistributedDataParallel in a world of several
 
 
 @dataclass
@@ -114,7 +117,8 @@ def train_run(
     checkpoint_path: str | os.PathLike,
     live_dir: str | os.PathLike,
     lung_boxes: pd.DataFrame | None = None,
-) -> TrainResult:
+    world: World | None = None,
+) -> TrainResult | None:
     """Train `config["setting"]` on the rows of `frame` (`path, label, split`) marked train.
 
     `config` holds `setting`, `classifier`, `stn` (None unless stn) and `train` params, and
@@ -122,18 +126,25 @@ def train_run(
     Validation uses the rows marked `val`; rows marked `test` are never read here.
     `lung_boxes` (path, x0, y0, x1, y1 normalized), when given, lets an STN log how well
     its validation windows frame the lungs, epoch by epoch.
+
+    In a `world` of several processes (torchrun, `cxrstn.distributed`) each trains on its
+    share of every batch; validation, logging and checkpoints are the main process's, and
+    only it gets the result (the others get None).
     """
     from dvclive import Live  # imported here: it pulls in DVC, needed only for training
 
-    run = setup(config, store, frame, lung_boxes)
+    run = setup(config, store, frame, lung_boxes, world or World())
+    main = run.world.is_main
     progress = resume(run, Path(checkpoint_path))
-    live = Live(dir=str(live_dir), save_dvc_exp=False, dvcyaml=None)
-    for record in progress.history:  # the live dir may be gone (DVC clears outputs): replay
+    live = Live(dir=str(live_dir), save_dvc_exp=False, dvcyaml=None) if main else None
+    for record in progress.history if main else []:  # the live dir may be gone: replay
         log(live, record)
     epochs = config["classifier"]["epochs"]
     for epoch in range(progress.epoch + 1, epochs + 1):
         started = time.perf_counter()
         train_loss = train_epoch(run, epoch)
+        if not main:
+            continue
         train_done = time.perf_counter()
         record = {"train/loss": train_loss} | validate(run)
         log(live, record)
@@ -145,6 +156,9 @@ def train_run(
             + ", ".join(f"{k} {v:.4f}" for k, v in record.items())
         )
         save_checkpoint(Path(checkpoint_path), checkpoint(run, progress))
+    stop(run.world)
+    if not main:
+        return None
     live.end()
 
     run.model.load_state_dict(progress.best["state"])
@@ -162,9 +176,14 @@ def train_run(
 
 
 def setup(
-    config: dict, store: ImageStore, frame: pd.DataFrame, lung_boxes: pd.DataFrame | None
+    config: dict,
+    store: ImageStore,
+    frame: pd.DataFrame,
+    lung_boxes: pd.DataFrame | None,
+    world: World | None = None,
 ) -> Run:
     """Seed, build the model and optimizer, the datasets and their loaders."""
+    world = world or World()
     classifier, train = config["classifier"], config["train"]
     if classifier["epochs"] < 1:
         raise ValueError(f"classifier.epochs must be at least 1, got {classifier['epochs']}")
@@ -172,7 +191,7 @@ def setup(
         raise ValueError(f"train.amp must be bf16 or none, got {train['amp']!r}")
     if train["threads"]:
         torch.set_num_threads(train["threads"])
-    device = choose_device(train["device"])
+    device = start(world, choose_device(train["device"]))
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # fixed input sizes: let cuDNN pick its kernels
     torch.manual_seed(train["seed"])
@@ -186,6 +205,12 @@ def setup(
     if device.type == "cuda":
         model = model.to(memory_format=torch.channels_last)
     optimizer = torch.optim.Adam(_param_groups(model, classifier["lr"], config["stn"]))
+    train_model = model
+    if world.distributed:
+        if config["stn"] and config["stn"]["warmup_epochs"]:
+            raise ValueError("stn.warmup_epochs needs a single training process (DDP)")
+        ids = [device.index] if device.type == "cuda" else None
+        train_model = nn.parallel.DistributedDataParallel(model, device_ids=ids)
 
     train_rows = frame[frame["split"] == "train"]
     val_rows = frame[frame["split"] == "val"]
@@ -200,16 +225,17 @@ def setup(
         side,
     )
     val_set = ImageDataset(store, val_rows["path"].tolist(), val_rows["label"].tolist(), side=side)
-    generators = {
+    generators = {  # the same sampler stream in every process, its own augmentation stream
         "sampler": torch.Generator().manual_seed(train["seed"]),
-        "loader": torch.Generator().manual_seed(train["seed"] + 1),
+        "loader": torch.Generator().manual_seed(train["seed"] + 1 + world.rank),
     }
+    sampler = balanced_sampler(train_set.labels, generators["sampler"])
     train_loader = _loader(
         train_set,
-        classifier["batch_size"],
+        local_batch_size(classifier["batch_size"], world),
         train["workers"],
         device,
-        sampler=balanced_sampler(train_set.labels, generators["sampler"]),
+        sampler=ShardedSampler(sampler, world) if world.distributed else sampler,
         generator=generators["loader"],
     )
     val_loader = _loader(val_set, classifier["batch_size"], train["workers"], device)
@@ -229,6 +255,8 @@ def setup(
         generators=generators,
         val_boxes=val_boxes,
         fingerprint=fingerprint,
+        world=world,
+        train_model=train_model,
     )
 
 
@@ -253,16 +281,19 @@ def resume(run: Run, path: Path) -> Progress:
 
 def train_epoch(run: Run, epoch: int) -> float:
     """One pass over the training loader; returns the mean training loss."""
-    run.model.train()
+    run.train_model.train()
     _freeze_st(run, epoch)
     epochs = run.config["classifier"]["epochs"]
     loss_sum, seen = 0.0, 0
     for images, labels, _ in tqdm(
-        run.train_loader, desc=f"{run.name} epoch {epoch}/{epochs}", leave=False
+        run.train_loader,
+        desc=f"{run.name} epoch {epoch}/{epochs}",
+        leave=False,
+        disable=not run.world.is_main,
     ):
         images, labels = _to_device(images, run.device), labels.to(run.device)
         with _autocast(run.device, run.config["train"]["amp"]):
-            logits = run.model(images)
+            logits = run.train_model(images)
         loss = F.binary_cross_entropy_with_logits(logits.float(), labels)
         loss = loss + _apex_penalty(run)
         if not torch.isfinite(loss):
@@ -274,6 +305,10 @@ def train_epoch(run: Run, epoch: int) -> float:
         run.optimizer.step()
         loss_sum += loss.item() * len(labels)
         seen += len(labels)
+    if run.world.distributed:  # the mean over every process's images
+        totals = torch.tensor([loss_sum, seen], dtype=torch.float64, device=run.device)
+        torch.distributed.all_reduce(totals)
+        loss_sum, seen = totals.tolist()
     return loss_sum / seen
 
 

@@ -1,6 +1,7 @@
 """Stage train_<setting>@<fold>: train one classifier on one fold and score its val and test folds.
 
     python stages/train.py --setting {baseline,yolo,stn} --fold K
+    torchrun --standalone --nproc_per_node=N stages/train.py ...   (one run on N GPUs)
 
 Reads data/folds.csv and the image store of the setting (data/resized, or data/crops for
 yolo). Every setting scores every image of its validation and test folds, so the three
@@ -25,6 +26,7 @@ import torch
 from sklearn.metrics import roc_auc_score
 
 from cxrstn.device import choose_device
+from cxrstn.distributed import World
 from cxrstn.folds import split_of
 from cxrstn.images import ImageStore
 from cxrstn.io import atomic_path, load_params, write_csv, write_json
@@ -100,7 +102,10 @@ def main() -> None:
     lung_boxes = None
     if setting == "stn" and params["data"]["lung_boxes"] is not None:
         lung_boxes = phantom_lung_boxes(params["data"]["lung_boxes"], frame["path"])
-    result = train_run(config, store, frame, checkpoint, run_dir / "live", lung_boxes)
+    world = World.from_env()  # several processes when started by torchrun (train.launcher)
+    result = train_run(config, store, frame, checkpoint, run_dir / "live", lung_boxes, world)
+    if not world.is_main:
+        return  # the main process scores and writes everything
 
     device = choose_device(params["train"]["device"])
     scored = predict(
