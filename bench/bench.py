@@ -14,8 +14,8 @@ Measures, in one process (so that the ratios compare like with like on a shared 
       (params.yaml) with 1 thread and with all cores, and of the paper profile
       (params.paper.yaml: full-width VGG16 at 512 px) at batch 2;
   (d) with --repro: the default pipeline from fresh clones, one after the other, stage by
-      stage, with wall time and peak memory (summed over the stage processes alive at
-      once): `dvc repro` at `--against REV` (e.g. an older commit), `dvc repro` at HEAD,
+      stage, with wall time and peak memory (PSS summed over the stage processes alive
+      at once): `dvc repro` at `--against REV` (e.g. an older commit), `dvc repro` at HEAD,
       and HEAD `--jobs` stages at a time (cxrstn.parallel). About 15 min per clone on 2
       cores; `--repro-only` skips (a)-(c).
 Without --repro it runs in a few minutes on 2 cores. Temporary files go to a temp folder.
@@ -295,7 +295,11 @@ def bench_training(default: dict, paper: dict | None, loader: float, steps: int)
 # (d) the whole pipeline -------------------------------------------------------------------
 
 
-def _tree_rss(pid: int) -> int:
+def _tree_memory(pid: int) -> int:
+    """Bytes of memory the process tree holds: the sum of its processes' PSS (proportional
+    set size: a page shared by k processes counts 1/k in each). Summing RSS instead counts
+    shared pages (torch's libraries, a forked worker's copy-on-write parent pages) once
+    per process and overstates the total."""
     import psutil
 
     try:
@@ -305,13 +309,13 @@ def _tree_rss(pid: int) -> int:
         return 0
     total = 0
     for process in processes:
-        with contextlib.suppress(psutil.NoSuchProcess):
-            total += process.memory_info().rss
+        with contextlib.suppress(psutil.NoSuchProcess, psutil.AccessDenied):
+            total += process.memory_full_info().pss
     return total
 
 
 def run_measured(command: list[str], cwd: Path, env: dict, on_line=None) -> tuple[float, float]:
-    """Wall seconds and peak summed RSS (GB) of the process tree of `command`; each output
+    """Wall seconds and peak memory (GB, summed PSS) of the process tree of `command`; each output
     line is echoed and passed to `on_line` as it comes."""
     started = time.perf_counter()
     process = subprocess.Popen(
@@ -321,7 +325,7 @@ def run_measured(command: list[str], cwd: Path, env: dict, on_line=None) -> tupl
 
     def watch():
         while process.poll() is None:
-            peak[0] = max(peak[0], _tree_rss(process.pid))
+            peak[0] = max(peak[0], _tree_memory(process.pid))
             time.sleep(0.5)
 
     watcher = threading.Thread(target=watch, daemon=True)
