@@ -33,7 +33,13 @@ def test_loader_comparison_runs_every_reader_on_the_same_files(tmp_path):
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
     rates = bench.bench_loader(tmp_path, files, 32, params, workers=0)
     names = list(rates)
-    assert names[0].startswith("image store") and names[1].startswith("decode the JPEG")
+    side = params["classifier"]["input_size"]
+    assert names[:4] == [
+        "image store (memmap) + ImageDataset, augmented at the stored size",
+        f"the same, shrunk to {side} px first (baseline, yolo runs)",
+        f"the same, shrunk to {params['stn']['sample_size']} px first (stn runs)",
+        "decode the JPEG files every epoch (draft decode)",
+    ]
     if importlib.util.find_spec("torchxrayvision"):
         assert [n for n in names if "torchxrayvision" in n] == [
             "torchxrayvision CheX_Dataset + XRayResizer(skimage)",
