@@ -216,13 +216,19 @@ def test_comparison_is_seeded_and_metrics_are_numeric():
     assert all(isinstance(v, float) for v in values.values())
 
 
-def test_a_fold_too_small_for_delong_gets_no_p_value_but_the_rest_is_computed():
+def _one_normal_in_fold_1():
+    """`_runs()` with a single normal image left in fold 1: its AUC exists, DeLong's
+    variance does not."""
     runs, folds = _runs()
-    # Fold 1 keeps a single normal image: its AUC exists, DeLong's variance does not.
     labels = runs["baseline", 1]["label"]
     keep = (labels == 1) | (labels.index == labels[labels == 0].index[0])
     for setting in ("baseline", "stn"):
         runs[setting, 1] = runs[setting, 1][keep]
+    return runs, folds
+
+
+def test_a_fold_too_small_for_delong_gets_no_p_value_but_the_rest_is_computed():
+    runs, folds = _one_normal_in_fold_1()
     table = comparison_table(runs, folds, n_boot=100, seed=0).set_index("fold")
     assert np.isfinite(table.loc[0, ["se", "z", "p"]].astype(float)).all()
     assert table.loc[1, ["se", "z", "p"]].astype(float).isna().all()
@@ -238,11 +244,7 @@ def test_a_fold_too_small_for_delong_gets_no_p_value_but_the_rest_is_computed():
 
 
 def test_the_report_says_why_a_fold_has_no_p_value():
-    runs, folds = _runs()
-    labels = runs["baseline", 1]["label"]
-    keep = (labels == 1) | (labels.index == labels[labels == 0].index[0])
-    for setting in ("baseline", "stn"):
-        runs[setting, 1] = runs[setting, 1][keep]
+    runs, folds = _one_normal_in_fold_1()
     table = comparison_table(runs, folds, n_boot=50, seed=0)
     inputs = SimpleNamespace(comparisons=table)
     _, html = comparisons_section(inputs)
