@@ -17,7 +17,7 @@ from torch.utils.data import WeightedRandomSampler
 from cxrstn.distributed import ShardedSampler, World, local_batch_size
 from cxrstn.images import ImageStore
 from cxrstn.train import train_run
-from tests.test_train import CONFIG, STN, data  # noqa: F401  (the fixture)
+from test_train import CONFIG, STN, data  # noqa: F401  (the fixture)
 
 ROOT = Path(__file__).resolve().parents[1]
 
