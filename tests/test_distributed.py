@@ -12,12 +12,12 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 import yaml
+from test_train import CONFIG, STN, data  # noqa: F401  (the fixture)
 from torch.utils.data import WeightedRandomSampler
 
 from cxrstn.distributed import ShardedSampler, World, local_batch_size
 from cxrstn.images import ImageStore
 from cxrstn.train import train_run
-from test_train import CONFIG, STN, data  # noqa: F401  (the fixture)
 
 ROOT = Path(__file__).resolve().parents[1]
 
