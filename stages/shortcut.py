@@ -82,7 +82,7 @@ def main() -> None:
     seed = int(params["shortcut"]["seed"])
     workers = int(params["shortcut"]["workers"]) or os.cpu_count()
     crops = pd.read_csv("data/crops.csv") if "yolo" in settings else None
-    if params["train"]["threads"]:  # as in training: oversubscribed threads run 5x slower
+    if params["train"]["threads"]:  # scored with the threads the runs trained and scored with
         torch.set_num_threads(int(params["train"]["threads"]))
     device = choose_device(params["train"]["device"])
     batch_size = int(params["classifier"]["batch_size"])
