@@ -201,10 +201,10 @@ def setup(
     if config.get("warm_start"):
         load_warm_start(model, config["warm_start"])
         fingerprint += hashlib.sha256(Path(config["warm_start"]).read_bytes()).hexdigest()
-    model = model.to(device)
-    if device.type == "cuda":
-        model = model.to(memory_format=torch.channels_last)
-    optimizer = torch.optim.Adam(_param_groups(model, classifier["lr"], config["stn"]))
+    # channels_last: the convolution layout oneDNN and cuDNN are fastest in (inputs follow
+    # in _to_device)
+    model = model.to(device, memory_format=torch.channels_last)
+    optimizer = adam(_param_groups(model, classifier["lr"], config["stn"]), device)
     train_model = model
     if world.distributed:
         if config["stn"] and config["stn"]["warmup_epochs"]:
@@ -379,9 +379,7 @@ def _autocast(device: torch.device, amp: str):
 
 
 def _to_device(images: torch.Tensor, device: torch.device) -> torch.Tensor:
-    if device.type == "cuda":
-        return images.to(device, non_blocking=True, memory_format=torch.channels_last)
-    return images.to(device)
+    return images.to(device, non_blocking=True, memory_format=torch.channels_last)
 
 
 def _freeze_st(run: Run, epoch: int) -> None:
@@ -426,6 +424,12 @@ def _evaluate(
             st_params.append(model.last_params.float().cpu())
     params = torch.cat(st_params).numpy() if st_params else None
     return torch.cat(logits).numpy(), params
+
+
+def adam(groups: list[dict], device: torch.device) -> torch.optim.Adam:
+    """Adam, fused where the device has the kernel: one kernel per step instead of a dozen
+    per tensor (the same update up to float rounding; bench.py (c) measures the speed-up)."""
+    return torch.optim.Adam(groups, fused=device.type in ("cpu", "cuda"))
 
 
 def _param_groups(model: nn.Module, lr: float, stn: dict | None) -> list[dict]:
@@ -501,4 +505,4 @@ def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> n
     classifier = {**config["classifier"], "weights": None}
     model = build_model(config["setting"], classifier, config["stn"])
     model.load_state_dict(saved["state_dict"])
-    return model.to(device).eval()
+    return model.to(device, memory_format=torch.channels_last).eval()  # the layout it trained in

@@ -164,6 +164,18 @@ def test_the_st_module_learns_at_its_own_rate():
     assert sum(len(g["params"]) for g in groups) == len(list(model.parameters()))
 
 
+def test_training_takes_the_fast_cpu_path(data):
+    """channels_last weights and inputs and one fused Adam kernel (bench.py (c) times it)."""
+    store, frame = data
+    run = train_module.setup(CONFIG, store, frame, None)
+    assert run.optimizer.defaults["fused"]
+    conv = run.model.vgg.features[2].weight  # the second conv: more than one input channel
+    assert conv.is_contiguous(memory_format=torch.channels_last)
+    assert not conv.is_contiguous()
+    batch = train_module._to_device(torch.zeros(2, 3, 8, 8), run.device)
+    assert batch.is_contiguous(memory_format=torch.channels_last)
+
+
 def run_stage(
     setting: str, tmp_path: Path, monkeypatch, lung_boxes: str | None = None, low_conf="drop"
 ) -> Path:
