@@ -1,11 +1,13 @@
 """Benchmark the data path and training on this machine; every figure is printed as a ratio.
 
-    python bench/bench.py [--images 64] [--skip-paper]
+    python bench/bench.py [--images 64] [--jpegs DIR] [--skip-paper]
                           [--repro [--against REV] [--jobs N] [--repro-only]]
 
 Measures, in one process (so that the ratios compare like with like on a shared machine):
   (a) resize: full-size CheXpert-like JPEGs (2320x2828, phantom radiographs) to 512 px,
       against one process decoding with Pillow at full size and resizing with Pillow;
+      `--jpegs DIR` measures on your own JPEGs instead (e.g. a CheXpert-v1.0 copy: the
+      ratio depends on how many bits a pixel the files hold);
   (b) training input: images/s a DataLoader delivers with augmentation from the image store
       (`cxrstn.data.ImageDataset`), against decoding the JPEG files every epoch, and against
       torchxrayvision's `CheX_Dataset` + `XRayResizer` on the same files (skipped with a
@@ -125,8 +127,25 @@ def _fast_area_task(args: tuple[Path, int]) -> np.ndarray:
     return fast_area(*args)
 
 
+def own_jpegs(folder: str, count: int) -> list[Path]:
+    """The first `count` JPEGs under `folder` (sorted paths), for (a) on real files."""
+    files = sorted(Path(folder).rglob("*.jp*g"))[:count]
+    if not files:
+        raise SystemExit(f"--jpegs {folder}: no .jpg or .jpeg file below it")
+    return files
+
+
+def describe(files: list[Path]) -> str:
+    """Mean width x height and megabytes of `files` (headers only)."""
+    sizes = np.array([Image.open(path).size for path in files])
+    megabytes = np.mean([path.stat().st_size for path in files]) / 1e6
+    bits = 8e6 * megabytes / sizes.prod(axis=1).mean()
+    width, height = sizes.mean(axis=0).round().astype(int)
+    return f"{width}x{height} on average, {megabytes:.2f} MB ({bits:.1f} bits a pixel)"
+
+
 def bench_resize(files: list[Path], size: int, workers: int) -> dict:
-    print(f"(a) resize {len(files)} JPEGs of {FULL_SIZE[0]}x{FULL_SIZE[1]} to {size} px")
+    print(f"(a) resize {len(files)} JPEGs of {describe(files)} to {size} px")
     rate = {}
     for name, function in [
         ("Pillow full decode + Pillow resize (bicubic), 1 process", pillow_full),
@@ -400,9 +419,9 @@ def time_dvc_repro(rev: str, dest: Path) -> dict:
     return {"stages": stages, "seconds": seconds, "peak_gb": peak}
 
 
-def time_parallel(dest: Path, jobs: int) -> dict:
-    """`python -m cxrstn.parallel --jobs N` in a fresh clone of HEAD: the same figures."""
-    env = fresh_clone("HEAD", dest)
+def time_parallel(rev: str, dest: Path, jobs: int) -> dict:
+    """`python -m cxrstn.parallel --jobs N` in a fresh clone of `rev`: the same figures."""
+    env = fresh_clone(rev, dest)
     stages = {}
 
     def on_line(text: str) -> None:
@@ -419,6 +438,12 @@ def bench_repro(against: str | None, jobs: int, keep: str | None = None) -> None
     """(d): the default pipeline from fresh clones, one after the other on this machine;
     the clones stay in `keep` if given (to inspect or reuse their outputs)."""
     runs = {}
+    # HEAD as it is now: the runs take half an hour, and a commit meanwhile must not change
+    # what the later clones measure
+    head = subprocess.run(
+        ["git", "-C", str(ROOT), "rev-parse", "HEAD"], capture_output=True, text=True, check=True
+    ).stdout.strip()
+    print(f"(d) HEAD is {head[:12]}", flush=True)
     if keep:
         Path(keep).mkdir(parents=True)
     folder = contextlib.nullcontext(keep) if keep else tempfile.TemporaryDirectory()
@@ -427,10 +452,10 @@ def bench_repro(against: str | None, jobs: int, keep: str | None = None) -> None
             print(f"(d) dvc repro in a fresh clone of {against}", flush=True)
             runs[f"{against} dvc repro"] = time_dvc_repro(against, Path(tmp) / "against")
         print("(d) dvc repro in a fresh clone of HEAD", flush=True)
-        runs["HEAD dvc repro"] = time_dvc_repro("HEAD", Path(tmp) / "head")
+        runs["HEAD dvc repro"] = time_dvc_repro(head, Path(tmp) / "head")
         if jobs > 1:
             print(f"(d) cxrstn.parallel --jobs {jobs} in a fresh clone of HEAD", flush=True)
-            runs[f"HEAD {jobs} at a time"] = time_parallel(Path(tmp) / "parallel", jobs)
+            runs[f"HEAD {jobs} at a time"] = time_parallel(head, Path(tmp) / "parallel", jobs)
     names = list(runs)
     stages = list(dict.fromkeys(s for run in runs.values() for s in run["stages"]))
     print("(d) the default pipeline from a fresh clone, seconds per stage")
@@ -448,6 +473,7 @@ def bench_repro(against: str | None, jobs: int, keep: str | None = None) -> None
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, default=64, help="full-size JPEGs to generate")
+    parser.add_argument("--jpegs", metavar="DIR", help="(a) on the first --images JPEGs below DIR")
     parser.add_argument("--size", type=int, default=512, help="stored image side")
     parser.add_argument("--workers", type=int, default=os.cpu_count(), help="processes")
     parser.add_argument("--steps", type=int, default=20, help="training steps to time")
@@ -489,7 +515,8 @@ def main() -> None:
             f"generated {len(files)} JPEGs ({megabytes:.1f} MB each on average) "
             f"in {time.perf_counter() - started:.0f} s"
         )
-        bench_resize(files, args.size, args.workers)
+        own = own_jpegs(args.jpegs, args.images) if args.jpegs else files
+        bench_resize(own, args.size, args.workers)
         loader = bench_loader(folder, files, args.size, default, default["train"]["workers"])
     as_used = [rate for name, rate in loader.items() if "shrunk" in name]
     bench_training(default, paper, min(as_used or loader.values()), args.steps)

@@ -48,6 +48,23 @@ def test_loader_comparison_runs_every_reader_on_the_same_files(tmp_path):
     assert all(rate > 0 for rate in rates.values())
 
 
+def test_resize_bench_takes_your_own_jpegs_and_describes_them(tmp_path):
+    bench = _bench()
+    for name, size in [("b/2.jpg", (60, 80)), ("a/1.jpeg", (100, 120)), ("c/3.jpg", (10, 10))]:
+        (tmp_path / name).parent.mkdir()
+        Image.fromarray(np.zeros(size[::-1], dtype=np.uint8)).save(tmp_path / name)
+    (tmp_path / "notes.txt").write_text("not an image")
+    files = bench.own_jpegs(str(tmp_path), 2)
+    assert files == [tmp_path / "a/1.jpeg", tmp_path / "b/2.jpg"]
+    megabytes = sum(f.stat().st_size for f in files) / 2 / 1e6
+    bits = 8e6 * megabytes / ((100 * 120 + 60 * 80) / 2)
+    assert bench.describe(files) == (
+        f"80x100 on average, {megabytes:.2f} MB ({bits:.1f} bits a pixel)"
+    )
+    with pytest.raises(SystemExit, match="no .jpg or .jpeg file"):
+        bench.own_jpegs(str(tmp_path / "a" / "empty"), 2)
+
+
 def test_decoding_dataset_gives_the_store_s_augmented_tensors(tmp_path):
     bench = _bench()
     path = tmp_path / "a.jpg"
