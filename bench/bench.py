@@ -317,7 +317,7 @@ def bench_training(default: dict, paper: dict | None, loader: float, steps: int)
     line(f"  the same, NCHW layout and per-tensor Adam, {cores} threads", plain, "img/s", one)
     print(f"  channels_last and fused Adam (the pipeline): {many / plain:.2f}x")
     print(
-        f"  loader headroom: one worker delivers {loader / max(one, many):.1f}x what the "
+        f"  loader headroom: the loader of (b) delivers {loader / max(one, many):.1f}x what the "
         "fastest training uses (the slowest of the default runs' input paths)"
     )
     rate = {"default_1_thread": one, f"default_{cores}_threads": many}
