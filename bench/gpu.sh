@@ -5,8 +5,8 @@
 #   bench/gpu.sh --dry-run                     on the CPU, tiny sizes: checks the script only
 #
 # Measures full-width VGG16 at 512x512 (the paper's input) and the paper's STN (ST module +
-# VGG16), trained as the pipeline trains on CUDA: bf16 autocast, channels_last, Adam,
-# cudnn.benchmark. FLOPs come from cxrstn.models.gflops (forward, FLOPs = 2 x MACs); a
+# VGG16), trained as the pipeline trains on CUDA: bf16 autocast, channels_last, fused
+# Adam, cudnn.benchmark. FLOPs come from cxrstn.models.gflops (forward, FLOPs = 2 x MACs); a
 # training step counts 3x the forward pass. MFU = achieved FLOP/s / the GPU's peak dense
 # bf16 FLOP/s (table below, by device name). Prints the estimated wall time of the paper
 # protocol (15 runs of 20 epochs on CheXpert's 27,654 PA images) on 1 and on 8 such GPUs.
@@ -21,6 +21,7 @@ import torch
 import yaml
 
 from cxrstn.models import build_model, gflops
+from cxrstn.train import adam
 
 PEAK_BF16_TFLOPS = {  # dense (no sparsity), from the vendors' data sheets
     "B200": 2250, "H200": 989, "H100 SXM": 989, "H100 NVL": 835, "H100 PCIe": 756,
@@ -62,13 +63,10 @@ def measure(setting: str, part=None) -> tuple[float, float]:
     module = getattr(model, part) if part else model
     example = torch.zeros(1, 1, size, size)
     train_gflop = 3 * gflops(module, example)
-    module = module.to(device)
-    if device.type == "cuda":
-        module = module.to(memory_format=torch.channels_last)
-    optimizer = torch.optim.Adam(module.parameters(), lr=1e-5)
+    module = module.to(device, memory_format=torch.channels_last)
+    optimizer = adam([{"params": module.parameters(), "lr": 1e-5}], device)
     images = torch.rand(args.batch, 1, size, size, device=device)
-    if device.type == "cuda":
-        images = images.contiguous(memory_format=torch.channels_last)
+    images = images.contiguous(memory_format=torch.channels_last)
     labels = torch.randint(0, 2, (args.batch,), device=device).float()
 
     def step():
