@@ -1,29 +1,59 @@
 """User-facing commands.
 
 `cxrstn predict` scores new radiographs with the trained models and writes a ranked
-worklist; `cxrstn export-onnx` writes a trained classifier as ONNX; `cxrstn show` exports
-a stored image as PNG; `cxrstn paper-args` turns another params file (e.g.
-params.paper.yaml) into the `-S key=value` options of `dvc exp run`.
+worklist; `cxrstn export-onnx` writes a trained classifier as ONNX; `cxrstn doctor` says
+whether this machine and params.yaml are ready to run; `cxrstn show` exports a stored image
+as PNG; `cxrstn paper-args` turns another params file (e.g. params.paper.yaml) into the
+`-S key=value` options of `dvc exp run`.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import re
+import sys
 from pathlib import Path
 
 import yaml
-from PIL import Image
 
-from cxrstn.images import ImageStore
+from cxrstn import __version__
 from cxrstn.io import flatten, load_params
 from cxrstn.runtime import configure_tools
 
+EXIT_OK = 0
+EXIT_ERROR = 1  # the command could not do its job: bad input, missing model or file
+EXIT_USAGE = 2  # the command line itself is wrong (argparse's own code)
+EXIT_PARTIAL = 3  # predict --strict: the worklist was written, but some inputs failed
+EXIT_CODES = f"""\
+exit codes:
+  {EXIT_OK}  success
+  {EXIT_ERROR}  error: one line on stderr names the file and the problem
+     (CXRSTN_TRACEBACK=1 shows the traceback instead)
+  {EXIT_USAGE}  wrong command line (unknown option, bad value)
+  {EXIT_PARTIAL}  predict --strict: results written, but at least one input could not be scored
+"""
+
+
+class CommandError(Exception):
+    """A failure the user can fix: printed as one `cxrstn: error: ...` line on stderr."""
+
+
+def fail(message: str) -> None:
+    raise CommandError(message)
+
 
 def show(args: argparse.Namespace) -> None:
+    from PIL import Image
+
+    from cxrstn.images import ImageStore
+
+    if not (Path(args.store) / "index.csv").is_file():
+        fail(f"{args.store}: no image store here (run `dvc repro` first, or pass --store)")
     store = ImageStore(args.store)
     if args.path not in store:
-        raise SystemExit(f"error: {args.path} is not in the image store {args.store}")
+        fail(f"{args.path} is not in the image store {args.store}")
     Image.fromarray(store[args.path]).save(args.out)
     print(f"wrote {args.out} ({store.size}x{store.size})")
 
@@ -77,28 +107,56 @@ def fold_choice(value: str) -> int | None:
     return int(value)
 
 
-def predict(args: argparse.Namespace) -> None:
+def device_choice(value: str) -> str:
+    """`--device`: auto, cpu, mps, cuda or cuda:N; checked here so that a typo is a usage
+    error before any model loads, not a torch traceback after."""
+    if not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", value):
+        raise argparse.ArgumentTypeError(f"expected auto, cpu, mps, cuda or cuda:N, got {value!r}")
+    return value
+
+
+def check_device_available(device: str) -> None:
+    """A named accelerator that this torch cannot use is an error, not a silent CPU run."""
+    import torch
+
+    if device.startswith("cuda"):
+        if not torch.cuda.is_available():
+            fail(f"--device {device}: CUDA is not available to this torch ({torch_build()})")
+        index = int(device.partition(":")[2] or 0)
+        if index >= torch.cuda.device_count():
+            fail(f"--device {device}: only {torch.cuda.device_count()} CUDA device(s) here")
+    if device == "mps" and not torch.backends.mps.is_available():
+        fail("--device mps: Apple MPS is not available on this machine")
+
+
+def torch_build() -> str:
+    import torch
+
+    return f"torch {torch.__version__}, " + (
+        f"built with CUDA {torch.version.cuda}" if torch.version.cuda else "a CPU-only build"
+    )
+
+
+def predict(args: argparse.Namespace) -> int:
     from cxrstn.predict import errors_path, run
 
+    check_device_available(args.device)
     params = None
     if args.setting == "yolo":
         if not Path(args.params).is_file():
-            raise SystemExit(f"error: {args.params}: the yolo setting needs the params file")
+            fail(f"{args.params}: the yolo setting needs the params file")
         params = load_params(args.params)
-    try:
-        result = run(
-            args.paths,
-            args.out,
-            setting=args.setting,
-            fold=args.fold,
-            models_dir=args.models,
-            params=params,
-            overlays=args.overlays,
-            threshold=args.threshold,
-            device=args.device,
-        )
-    except (ValueError, FileNotFoundError) as error:
-        raise SystemExit(f"error: {error}") from None
+    result = run(
+        args.paths,
+        args.out,
+        setting=args.setting,
+        fold=args.fold,
+        models_dir=args.models,
+        params=params,
+        overlays=args.overlays,
+        threshold=args.threshold,
+        device=args.device,
+    )
     inputs, results, errors = result.inputs, result.results, result.errors
     for suffix, count in sorted(inputs.ignored.items()):
         print(f"ignored {count} file(s) in the folders that are no image ({suffix})")
@@ -113,59 +171,148 @@ def predict(args: argparse.Namespace) -> None:
         f"wrote {args.out}"
     )
     if len(errors):
-        print(f"{len(errors)} input(s) could not be scored, listed in {errors_path(args.out)}:")
+        print(
+            f"{len(errors)} input(s) could not be scored, listed in {errors_path(args.out)}:",
+            file=sys.stderr,
+        )
         for row in errors.head(10).itertuples():
-            print(f"  {row.path}: {row.error}")
+            print(f"  {row.path}: {row.error}", file=sys.stderr)
     if not len(results):
-        raise SystemExit("error: no image could be scored")
+        fail("no image could be scored")
+    if args.strict and len(errors):
+        return EXIT_PARTIAL
+    return EXIT_OK
 
 
 def export_onnx(args: argparse.Namespace) -> None:
     from cxrstn.export import export_onnx as export
 
-    try:
-        difference = export(args.model, args.out, args.opset)
-    except (ValueError, FileNotFoundError) as error:
-        raise SystemExit(f"error: {error}") from None
+    difference = export(args.model, args.out, args.opset)
     print(f"wrote {args.out}; ONNX Runtime matches PyTorch within {difference:.1e}")
 
+
+# ---- doctor ---------------------------------------------------------------------------------
+
+DATA_SOURCES = {
+    "chexpert": "train.csv (CheXpert's folder, or a folder up to two levels above it)",
+    "jsrt": "the JSRT .IMG files",
+    "scr": "SCR's fold1/ and fold2/ mask folders",
+    "montgomery": "CXR_png/ and ManualMask/",
+    "shenzhen": "CXR_png/",
+    "shenzhen_masks": "the *_mask.png files",
+    "lung_boxes": "the phantom's truth.csv (known lung boxes)",
+}
+PHANTOM_ROOT = "data/phantom"
+
+
+def source_status(key: str, path: str | None) -> tuple[str, bool]:
+    """What doctor says of one data.* path, and whether it is a problem.
+
+    The phantom's own paths are made by the pipeline's first stage, so their absence on a
+    fresh clone is expected, not a problem.
+    """
+    from cxrstn.sources import chexpert
+
+    if path is None:
+        return "null (left out)", False
+    made_by_pipeline = Path(path).resolve().is_relative_to(Path(PHANTOM_ROOT).resolve())
+    if not Path(path).exists():
+        if made_by_pipeline:
+            return "not generated yet (the phantom stage of `dvc repro` writes it)", False
+        return f"NOT FOUND (expected: {DATA_SOURCES[key]})", True
+    if key == "chexpert":
+        try:
+            return f"found: {chexpert.find_csv(path)}", False
+        except (FileNotFoundError, ValueError) as error:
+            return f"PROBLEM: {error}", True
+    return "found", False
+
+
+def doctor_report(params_path: str) -> tuple[list[tuple[str, str]], int]:
+    """(label, value) lines of `cxrstn doctor` and the number of problems among them."""
+
+    from cxrstn.device import choose_device
+    from cxrstn.provenance import library_versions
+
+    lines = [("cxrstn", __version__)]
+    wanted = {"python", "torch", "torchvision", "ultralytics", "dvc"}
+    lines += [(name, version) for name, version in library_versions() if name in wanted]
+    problems = sum(version == "not installed" for _, version in lines)
+    lines.append(("torch build", torch_build()))
+    if not Path(params_path).is_file():
+        lines.append(("params", f"{params_path}: NOT FOUND"))
+        return lines, problems + 1
+    params = load_params(params_path)
+    setting = str(params.get("train", {}).get("device", "auto"))
+    lines.append(("device", f"train.device {setting} -> {choose_device(setting)} here"))
+    lines.append(("cpu cores", str(os.cpu_count())))
+    for key in DATA_SOURCES:
+        path = params.get("data", {}).get(key)
+        status, problem = source_status(key, path)
+        lines.append((f"data.{key}", status if path is None else f"{path}: {status}"))
+        problems += problem
+    weights = params.get("detector", {}).get("weights")
+    if weights is None:
+        lines.append(("detector.weights", "null: the detector trains from scratch"))
+    elif Path(weights).is_file():
+        lines.append(("detector.weights", f"{weights}: found"))
+    else:
+        lines.append(
+            ("detector.weights", f"{weights}: NOT FOUND (the COCO weights; docs/detector.md)")
+        )
+        problems += 1
+    return lines, problems
+
+
+def doctor(args: argparse.Namespace) -> int:
+    lines, problems = doctor_report(args.params)
+    width = max(len(label) for label, _ in lines)
+    for label, value in lines:
+        print(f"{label:<{width}}  {value}")
+    if problems:
+        print(f"cxrstn: {problems} problem(s) found (see the lines in capitals)", file=sys.stderr)
+        return EXIT_ERROR
+    print("ready")
+    return EXIT_OK
+
+
+# ---- the parser -----------------------------------------------------------------------------
 
 PREDICT_HELP = """\
 Score chest radiographs with the trained models and write a worklist sorted by score,
 most urgent first: path, score (the abnormality probability; the mean over the fold
 models for --fold all), abnormal (1 when score >= the stored 95%-recall threshold), rank,
 the image's width and height, each fold's score, and the STN window (sx, sy, tx, ty,
-mean over folds) or the YOLO box (x0..y1 in image pixels, conf, crop = cropped | full).
+mean over folds) or the YOLO box (x0..y1 in image pixels, conf, crop = cropped | whole).
 
 Images are prepared exactly as the pipeline prepares its own: decoded, resized to the
 models' side, and for --setting yolo cropped to the detected thorax (an image without a
 box at crop.conf is classified uncropped). Files that cannot be read are listed with the
-reason in <out>.errors.csv (results.csv -> results.errors.csv) and do not stop the run.
+reason in <out>.errors.csv (results.csv -> results.errors.csv) and on stderr; they do not
+stop the run unless --strict is given.
 """
 
-PREDICT_EPILOG = """\
+PREDICT_EPILOG = (
+    """\
 examples:
   cxrstn predict new_films/ --out worklist.csv
   cxrstn predict a.dcm b.png --out worklist.csv --overlays overlays/
   cxrstn predict list.csv --setting yolo --fold 2 --out worklist.csv
+
 """
+    + EXIT_CODES
+)
 
 
-def main(argv: list[str] | None = None) -> None:
-    configure_tools()
-    parser = argparse.ArgumentParser(prog="cxrstn", description=__doc__)
-    commands = parser.add_subparsers(required=True)
-    show_parser = commands.add_parser("show", help="write one stored image as a PNG file")
-    show_parser.add_argument("path", help="the image's key, e.g. the CheXpert CSV's Path value")
-    show_parser.add_argument("out", help="the PNG file to write")
-    show_parser.add_argument("--store", default="data/resized", help="image store directory")
-    show_parser.set_defaults(func=show)
-    paper = commands.add_parser(
-        "paper-args", help="print `dvc exp run` -S options that apply another params file"
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="cxrstn",
+        description=__doc__,
+        epilog=EXIT_CODES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    paper.add_argument("file", help="params file to apply, e.g. params.paper.yaml")
-    paper.add_argument("--params", default="params.yaml", help="the current params file")
-    paper.set_defaults(func=paper_args)
+    parser.add_argument("--version", action="version", version=f"cxrstn {__version__}")
+    commands = parser.add_subparsers(required=True, metavar="COMMAND")
 
     scorer = commands.add_parser(
         "predict",
@@ -206,7 +353,14 @@ def main(argv: list[str] | None = None) -> None:
         "--params", default="params.yaml",
         help="params file with the crop and detector settings (yolo setting only)",
     )  # fmt: skip
-    scorer.add_argument("--device", default="auto", help="auto (cuda, mps, cpu), cuda, mps, cpu")
+    scorer.add_argument(
+        "--device", type=device_choice, default="auto",
+        help="auto (cuda, then mps, then cpu), cpu, mps, cuda or cuda:N",
+    )  # fmt: skip
+    scorer.add_argument(
+        "--strict", action="store_true",
+        help=f"exit with code {EXIT_PARTIAL} when any input could not be scored",
+    )  # fmt: skip
     scorer.set_defaults(func=predict)
 
     exporter = commands.add_parser(
@@ -221,8 +375,52 @@ def main(argv: list[str] | None = None) -> None:
     exporter.add_argument("out", help="the .onnx file to write")
     exporter.add_argument("--opset", type=int, default=18, help="ONNX opset (at least 18)")
     exporter.set_defaults(func=export_onnx)
-    args = parser.parse_args(argv)
-    args.func(args)
+
+    checker = commands.add_parser(
+        "doctor",
+        help="print versions, the device and whether the data and weights params.yaml names exist",
+        description="Check this machine and a params file before a run: library versions, "
+        "the torch build and device, each data.* source and whether it is found, and the "
+        "detector weights file. Exit code 1 when something is missing (paths under "
+        "data/phantom are made by the pipeline and only noted).",
+    )
+    checker.add_argument("--params", default="params.yaml", help="the params file to check")
+    checker.set_defaults(func=doctor)
+
+    show_parser = commands.add_parser("show", help="write one stored image as a PNG file")
+    show_parser.add_argument("path", help="the image's key, e.g. the CheXpert CSV's Path value")
+    show_parser.add_argument("out", help="the PNG file to write")
+    show_parser.add_argument("--store", default="data/resized", help="image store directory")
+    show_parser.set_defaults(func=show)
+
+    paper = commands.add_parser(
+        "paper-args",
+        aliases=["profile-args"],
+        help="print `dvc exp run` -S options that apply another params file",
+    )
+    paper.add_argument("file", help="params file to apply, e.g. params.paper.yaml")
+    paper.add_argument("--params", default="params.yaml", help="the current params file")
+    paper.set_defaults(func=paper_args)
+
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Run a command; exit with one of the documented codes (see EXIT_CODES).
+
+    Bad input ends with one line on stderr; set CXRSTN_TRACEBACK=1 for the traceback.
+    """
+    configure_tools()
+    args = build_parser().parse_args(argv)
+    try:
+        code = args.func(args)
+    except (CommandError, ValueError, FileNotFoundError) as error:
+        if os.environ.get("CXRSTN_TRACEBACK"):
+            raise
+        print(f"cxrstn: error: {error}", file=sys.stderr)
+        code = EXIT_ERROR
+    if code:
+        raise SystemExit(code)
 
 
 if __name__ == "__main__":

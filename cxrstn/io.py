@@ -18,6 +18,8 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
+from cxrstn.params import require_valid
+
 
 def _partial(path: Path) -> Path:
     return path.with_name(path.name + ".partial")
@@ -72,10 +74,16 @@ ParamsLoader.add_implicit_resolver(
 )
 
 
-def load_params(path: str | os.PathLike = "params.yaml") -> dict:
-    """Read the pipeline parameters (the whole `params.yaml`)."""
+def load_params(path: str | os.PathLike = "params.yaml", check: bool = True) -> dict:
+    """Read the pipeline parameters (the whole `params.yaml`).
+
+    Every stage starts here, so every key present is checked against the schema in
+    `cxrstn.params` (`check=False` skips it): a typo or a value out of range stops the
+    stage with one line per problem (ParamsError, a ValueError) before any data is read.
+    """
     with open(path) as f:
-        return yaml.load(f, Loader=ParamsLoader)  # a SafeLoader: no arbitrary objects
+        params = yaml.load(f, Loader=ParamsLoader)  # a SafeLoader: no arbitrary objects
+    return require_valid(params, str(path), complete=False) if check else params
 
 
 def flatten(record: dict, prefix: str = "") -> dict:

@@ -2,6 +2,7 @@ import copy
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import yaml
 from PIL import Image
@@ -73,7 +74,108 @@ def test_params_written_by_dvc_read_floats_as_floats(tmp_path):
     (tmp_path / "params.yaml").write_text(
         "classifier:\n  lr: 1e-05\n  name: 1e5x\nstn:\n  lr: 2E+3\n"
     )
-    params = load_params(tmp_path / "params.yaml")
+    params = load_params(tmp_path / "params.yaml", check=False)  # the YAML reader alone
     assert params["classifier"]["lr"] == 1e-05 and isinstance(params["classifier"]["lr"], float)
     assert params["stn"]["lr"] == 2000.0
     assert params["classifier"]["name"] == "1e5x"  # not a number: stays a string
+
+
+# ---- conventions: --version, exit codes, doctor, predict --strict ---------------------------
+
+
+def run_cli(args: list[str]) -> int:
+    """The exit code `cxrstn ARGS` ends with (0 when main returns)."""
+    try:
+        main(args)
+    except SystemExit as exit_:
+        return exit_.code
+    return 0
+
+
+def test_version_is_the_package_version(capsys):
+    from cxrstn import __version__
+
+    assert run_cli(["--version"]) == 0
+    assert capsys.readouterr().out.strip() == f"cxrstn {__version__}"
+
+
+def test_predict_comes_first_in_the_help(capsys):
+    assert run_cli(["--help"]) == 0
+    out = capsys.readouterr().out
+    commands = [line.split()[0] for line in out.splitlines() if line.startswith("    ")]
+    assert commands[0] == "predict" and "doctor" in commands
+    assert "exit codes:" in out
+
+
+def test_an_error_is_one_line_on_stderr_with_exit_code_1(tmp_path, capsys, monkeypatch):
+    monkeypatch.delenv("CXRSTN_TRACEBACK", raising=False)
+    assert run_cli(["show", "a.jpg", str(tmp_path / "o.png"), "--store", str(tmp_path)]) == 1
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err.count("\n") == 1
+    assert captured.err.startswith(f"cxrstn: error: {tmp_path}: no image store here")
+
+
+def test_traceback_on_request(tmp_path, monkeypatch):
+    monkeypatch.setenv("CXRSTN_TRACEBACK", "1")
+    with pytest.raises(Exception, match="no image store here"):
+        main(["show", "a.jpg", str(tmp_path / "o.png"), "--store", str(tmp_path)])
+
+
+def test_an_unknown_device_is_a_usage_error(tmp_path, capsys):
+    assert run_cli(["predict", str(tmp_path), "--out", "x.csv", "--device", "gpu"]) == 2
+    assert "expected auto, cpu, mps, cuda or cuda:N, got 'gpu'" in capsys.readouterr().err
+    assert not (tmp_path / "x.csv").exists()
+
+
+def test_doctor_names_each_source_and_the_missing_weights(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    chexpert = tmp_path / "real" / "CheXpert-v1.0-small"
+    chexpert.mkdir(parents=True)
+    (chexpert / "train.csv").write_text("Path\n")
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    params["data"] |= {"chexpert": str(tmp_path / "real"), "jsrt": "nowhere/All247images"}
+    params["detector"]["weights"] = "pretrained/yolov5su.pt"
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+
+    assert run_cli(["doctor"]) == 1
+    captured = capsys.readouterr()
+    lines = dict(line.split(maxsplit=1) for line in captured.out.splitlines())
+    assert {"python", "torch", "torchvision", "ultralytics", "dvc", "device"} <= set(lines)
+    assert lines["data.chexpert"] == f"{tmp_path / 'real'}: found: {chexpert / 'train.csv'}"
+    assert lines["data.jsrt"].startswith("nowhere/All247images: NOT FOUND")
+    # The phantom's own paths do not exist before `dvc repro`: noted, not a problem.
+    assert "not generated yet" in lines["data.montgomery"]
+    assert lines["detector.weights"].startswith("pretrained/yolov5su.pt: NOT FOUND")
+    assert "2 problem(s)" in captured.err
+
+    params["data"]["jsrt"] = params["data"]["scr"] = None
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    (tmp_path / "pretrained").mkdir()
+    (tmp_path / "pretrained" / "yolov5su.pt").write_bytes(b"weights")
+    assert run_cli(["doctor"]) == 0
+    out = capsys.readouterr().out
+    assert out.endswith("ready\n") and "pretrained/yolov5su.pt: found" in out
+
+
+def test_predict_strict_fails_when_an_input_failed(tmp_path, capsys):
+    from test_predict import make_models, radiograph
+
+    models = make_models(tmp_path, folds=2)
+    films = tmp_path / "films"
+    films.mkdir()
+    for k in range(2):
+        Image.fromarray(radiograph(k)).save(films / f"film{k}.png")
+    (films / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
+    args = ["predict", str(films), "--models", str(models), "--device", "cpu"]
+
+    assert run_cli([*args, "--out", str(tmp_path / "lenient.csv")]) == 0
+    assert run_cli([*args, "--out", str(tmp_path / "strict.csv"), "--strict"]) == 3
+    captured = capsys.readouterr()
+    assert "broken.png" in captured.err and "broken.png" not in captured.out
+    assert len(pd.read_csv(tmp_path / "strict.csv")) == 2  # the worklist is still written
+
+    (films / "film0.png").unlink()
+    (films / "film1.png").unlink()
+    assert run_cli([*args, "--out", str(tmp_path / "none.csv")]) == 1
+    assert "cxrstn: error: no image could be scored" in capsys.readouterr().err

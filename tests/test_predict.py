@@ -266,7 +266,7 @@ def test_folder_of_every_kind_scores_each_image_as_its_pixels(tmp_path, capsys):
     (folder / "notes.txt").write_text("not an image")
 
     results = run_predict(tmp_path, str(folder), "--models", str(models))
-    output = capsys.readouterr().out
+    output = capsys.readouterr()
     names = results["path"].map(lambda p: Path(p).name)
     assert sorted(names) == sorted(expected)
 
@@ -284,8 +284,8 @@ def test_folder_of_every_kind_scores_each_image_as_its_pixels(tmp_path, capsys):
     assert set(reasons) == {"corrupt.png", "empty.dcm"}
     assert reasons["corrupt.png"].startswith("corrupt or truncated image")
     assert reasons["empty.dcm"] == "empty file (0 bytes)"
-    assert "ignored 1 file(s) in the folders that are no image (.txt)" in output
-    assert "2 input(s) could not be scored" in output and "corrupt.png" in output
+    assert "ignored 1 file(s) in the folders that are no image (.txt)" in output.out
+    assert "2 input(s) could not be scored" in output.err and "corrupt.png" in output.err
 
 
 def test_csv_of_paths_named_files_and_missing_ones(tmp_path):
