@@ -8,12 +8,16 @@ run before any other use; every function here calls it.
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import itertools
 import logging
 import os
 import shutil
+import socket
+import sys
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from functools import partial
 from pathlib import Path
 
@@ -88,12 +92,109 @@ def trainer_settings(params: dict) -> dict:
     return settings | augment
 
 
+def sha256_of(path: str | os.PathLike) -> str:
+    """The file's sha256 as `sha256sum` prints it, read in 1 MiB blocks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(1 << 20):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+_UNCHECKED_WARNED: set[str] = set()
+
+
+def verify_weights(path: str | os.PathLike, expected: str | None) -> None:
+    """Refuse a weights file whose sha256 is not `expected`, before anything unpickles it.
+
+    Ultralytics loads .pt files with pickle, which can run any code the file holds, so a
+    file swapped on disk or downloaded from the wrong place must never be opened. With
+    no `expected` hash the file is used, with one warning per file and process.
+    """
+    if expected is None:
+        if str(path) not in _UNCHECKED_WARNED:
+            _UNCHECKED_WARNED.add(str(path))
+            print(
+                f"warning: {path}: detector.weights is loaded unchecked (a .pt file can run "
+                f"code when loaded); record its hash as detector.weights_sha256: "
+                f"sha256sum {path}",
+                file=sys.stderr,
+            )
+        return
+    actual = sha256_of(path)
+    if actual != expected.lower():
+        raise ValueError(
+            f"{path}: sha256 {actual} differs from detector.weights_sha256 {expected.lower()}; "
+            "the file is not loaded (loading a .pt file can run code). If you trust this "
+            "file, record its hash: sha256sum " + str(path)
+        )
+
+
+RUN_PREFIX = "run-"
+"""Name of a training run folder: `run-<host>-<pid>` of the process that owns it."""
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
+def remove_stale_runs(
+    parent: str | os.PathLike, legacy: str | os.PathLike = "models"
+) -> list[Path]:
+    """Delete run folders whose process is gone; return what was deleted.
+
+    A run killed with SIGKILL cannot clean up after itself. Its folder under `parent` is
+    removed when its owner (named in the folder) ran on this host and no longer runs; a
+    folder of a running training, or of another host sharing the disk, is kept. Folders
+    `.detector-run-*` in `legacy` (where older versions trained, inside the DVC-tracked
+    models/ folder) are removed too: no current run writes there.
+    """
+    removed = []
+    host = socket.gethostname()
+    for folder in sorted(Path(parent).glob(f"{RUN_PREFIX}*")):
+        owner_host, _, pid = folder.name.removeprefix(RUN_PREFIX).rpartition("-")
+        if owner_host == host and pid.isdigit() and not _alive(int(pid)):
+            shutil.rmtree(folder, ignore_errors=True)
+            removed.append(folder)
+    for folder in sorted(Path(legacy).glob(".detector-run-*")):
+        shutil.rmtree(folder, ignore_errors=True)
+        removed.append(folder)
+    return removed
+
+
+@contextlib.contextmanager
+def run_folder(parent: str | os.PathLike, legacy: str | os.PathLike = "models") -> Iterator[Path]:
+    """A fresh folder for ultralytics' run, removed afterwards however the block ends.
+
+    It lives under `parent` (the stage passes `.cache/detector-runs`, outside every DVC
+    output and dependency), so even a folder a SIGKILL leaves behind changes no stage's
+    hash; the next run deletes such leftovers first (`remove_stale_runs`).
+    """
+    parent = Path(parent)
+    parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_runs(parent, legacy)
+    folder = parent / f"{RUN_PREFIX}{socket.gethostname()}-{os.getpid()}"
+    shutil.rmtree(folder, ignore_errors=True)  # left by a dead process that had our pid
+    folder.mkdir()
+    try:
+        yield folder
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
 def train_detector(data_yaml: str | os.PathLike, out_dir: str | os.PathLike, params: dict) -> dict:
     """Train the one-class thorax detector on `data_yaml`; ultralytics' run folder is `out_dir`.
 
     The model is built from `params["model"]` (an ultralytics yaml such as yolov5n.yaml,
     no download) or loaded from local `params["weights"]` (a .pt file, e.g. the COCO
-    weights the paper fine-tunes). `TRAIN_KEYS` and `params["augment"]` go to the trainer
+    weights the paper fine-tunes), checked first against `params["weights_sha256"]`
+    (`verify_weights`). `TRAIN_KEYS` and `params["augment"]` go to the trainer
     as they are; `params["threads"]` sets torch's CPU threads (0 or absent: all cores).
     With `params["keep_best"]` every epoch is validated and the best one (by ultralytics'
     fitness, 0.1 mAP@0.5 + 0.9 mAP@0.5:0.95) is kept, as the paper's training does;
@@ -114,7 +215,9 @@ def train_detector(data_yaml: str | os.PathLike, out_dir: str | os.PathLike, par
             "file there (README, 'Running the paper's configuration'), or set "
             "detector.weights: null to train from scratch"
         )
-    model = YOLO(weights or params["model"])
+    if weights:
+        verify_weights(weights, params.get("weights_sha256"))
+    model = YOLO(weights or params["model"])  # after verify_weights: this unpickles weights
     progress = tqdm(total=int(params["epochs"]), desc="train detector", unit="epoch")
     model.add_callback(
         "on_train_epoch_end",

@@ -2,25 +2,22 @@
 
 Writes models/detector.pt (weights only, no date or paths, so identical training gives an
 identical file) and reports/detector.json (validation mAP, precision, recall, size, time).
-Ultralytics' run folder is a temporary folder under models/ that is removed afterwards.
+Ultralytics' run folder is `.cache/detector-runs/run-<host>-<pid>`, outside every DVC output
+and dependency, removed afterwards; one left by a killed run is removed by the next.
 """
 
 from cxrstn.runtime import configure_tools, run_stage
 
 configure_tools()  # before the libraries below read their settings
 
-import tempfile
-from pathlib import Path
-
-from cxrstn.detector import export_weights, train_detector
+from cxrstn.detector import export_weights, run_folder, train_detector
 from cxrstn.io import atomic_path, load_params, write_json
 
 
 def main() -> None:
     params = load_params()["detector"]
-    Path("models").mkdir(exist_ok=True)
-    with tempfile.TemporaryDirectory(dir="models", prefix=".detector-run-") as run_dir:
-        run = Path(run_dir) / "train"
+    with run_folder(".cache/detector-runs") as run_dir:
+        run = run_dir / "train"
         metrics = train_detector("data/thorax/data.yaml", run, params)
         with atomic_path("models/detector.pt") as tmp:
             export_weights(run / "weights" / "best.pt", tmp)

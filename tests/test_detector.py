@@ -5,23 +5,35 @@ seconds): the files it writes, the metrics it returns, that ultralytics wrote no
 outside its run folder (no dvc.yaml, dvclive/ or runs/), and the box coordinates of detect.
 """
 
+import hashlib
 import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
 import torch
+import yaml
 from test_thorax import FakeSample
 
 from cxrstn.detector import (
+    RUN_PREFIX,
     detect,
     export_weights,
     load_detector,
     resolve_device,
+    run_folder,
     setup_ultralytics,
+    sha256_of,
     train_detector,
     trainer_settings,
+    verify_weights,
 )
 from cxrstn.runtime import CACHE_DIR, PROJECT_ROOT
 from cxrstn.thorax import build_yolo_dataset
@@ -177,3 +189,108 @@ def test_missing_weights_are_a_clear_error(tmp_path):
         load_detector(tmp_path / "nope.pt")
     with pytest.raises(ValueError, match=r"none\.pt: detector.weights file not found.*null"):
         train_detector(tmp_path / "data.yaml", tmp_path / "run", {**TINY, "weights": "none.pt"})
+
+
+# ---- leftovers of killed runs, and weights that are not what the user recorded -------------
+
+
+def dead_pid() -> int:
+    """The pid of a process that has ended (and been reaped)."""
+    process = subprocess.Popen([sys.executable, "-c", "pass"])
+    process.wait()
+    return process.pid
+
+
+def test_run_folder_removes_itself_and_the_leftovers_of_dead_runs(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    parent, host = tmp_path / ".cache" / "detector-runs", socket.gethostname()
+    dead = parent / f"{RUN_PREFIX}{host}-{dead_pid()}"
+    running = parent / f"{RUN_PREFIX}{host}-{os.getppid()}"  # a live process's run
+    elsewhere = parent / f"{RUN_PREFIX}another-host-{dead_pid()}"  # shared disk: not ours
+    legacy = tmp_path / "models" / ".detector-run-abc123"  # where older versions trained
+    for folder in (dead, running, elsewhere, legacy):
+        (folder / "train" / "weights").mkdir(parents=True)
+    with run_folder(parent) as folder:
+        assert folder.parent == parent and folder.is_dir()
+        assert not dead.exists() and not legacy.exists()
+        assert running.is_dir() and elsewhere.is_dir()
+        (folder / "train").mkdir()
+    assert not folder.exists()
+    with pytest.raises(RuntimeError), run_folder(parent) as folder:
+        raise RuntimeError("training failed")
+    assert not folder.exists()
+    assert list((tmp_path / "models").iterdir()) == []
+
+
+class RunsCode:
+    """Unpickling this creates a file: what a hostile .pt can do when it is loaded."""
+
+    def __init__(self, marker: Path):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+def test_weights_whose_hash_differs_are_never_unpickled(tmp_path):
+    weights, marker = tmp_path / "yolov5su.pt", tmp_path / "code-ran"
+    torch.save({"model": RunsCode(marker)}, weights)
+    wrong = "0" * 64
+    with pytest.raises(ValueError, match=rf"{weights}: sha256 [0-9a-f]{{64}} differs") as refused:
+        train_detector(
+            tmp_path / "data.yaml",
+            tmp_path / "run",
+            {**TINY, "weights": str(weights), "weights_sha256": wrong},
+        )
+    assert "sha256sum" in str(refused.value)
+    assert not marker.exists()
+    torch.load(weights, weights_only=False)  # what ultralytics would have done with it
+    assert marker.exists()
+
+
+def test_weights_hash_matches_sha256sum_and_no_hash_warns_once(tmp_path, capsys):
+    weights = tmp_path / "w.pt"
+    weights.write_bytes(b"not really weights")
+    expected = hashlib.sha256(b"not really weights").hexdigest()
+    assert sha256_of(weights) == expected
+    if shutil.which("sha256sum"):
+        printed = subprocess.run(["sha256sum", str(weights)], capture_output=True, text=True)
+        assert printed.stdout.split()[0] == expected
+    verify_weights(weights, expected)
+    verify_weights(weights, expected.upper())
+    assert capsys.readouterr().err == ""
+    verify_weights(weights, None)
+    verify_weights(weights, None)
+    err = capsys.readouterr().err
+    assert err.count("warning:") == 1 and f"sha256sum {weights}" in err
+
+
+@pytest.mark.slow
+def test_a_killed_detector_stage_leaves_nothing_in_models_and_the_rerun_cleans_up(tmp_path):
+    """SIGKILL while ultralytics trains: its folder stays outside models/ (whose hash the
+    shortcut stage depends on), and the rerun removes it and completes."""
+    build_yolo_dataset([ellipse_sample(i) for i in range(8)], tmp_path / "data/thorax", 64, 0.25, 0)
+    params = yaml.safe_load((PROJECT_ROOT / "params.yaml").read_text())
+    params["detector"] |= {k: v for k, v in TINY.items() if k != "threads"} | {"epochs": 3}
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    command = [sys.executable, str(PROJECT_ROOT / "stages" / "train_detector.py")]
+    env = os.environ | {"PYTHONPATH": str(PROJECT_ROOT)}
+    quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
+    process = subprocess.Popen(command, cwd=tmp_path, env=env, **quiet)
+    runs = tmp_path / ".cache" / "detector-runs"
+    deadline = time.monotonic() + 300
+    while not list(runs.glob("run-*/train/weights/*.pt")) and process.poll() is None:
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    process.kill()
+    process.wait()
+    if process.returncode != -signal.SIGKILL:
+        pytest.skip("the stage finished before it could be killed")
+    assert list(runs.glob("run-*"))  # the killed run's folder...
+    models = tmp_path / "models"
+    assert not models.exists() or list(models.iterdir()) == []  # ...is not in models/
+
+    rerun = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    assert list(runs.iterdir()) == []
+    assert sorted(p.name for p in models.iterdir()) == ["detector.pt"]
