@@ -220,15 +220,14 @@ def bench_loader(folder: Path, files: list[Path], size: int, params: dict, worke
     rate["image store (memmap) + ImageDataset, augmented at the stored size"] = loader_rate(
         ImageDataset(store, repeated, [0] * len(repeated), transform), batch, workers, epochs=2
     )
-    sides = {"baseline, yolo": classifier["input_size"], "stn": params["stn"]["sample_size"]}
-    for runs, side in sides.items():
-        if side:  # what the default runs get: shrunk to the model's first resize, then augmented
-            rate[f"the same, shrunk to {side} px first ({runs} runs)"] = loader_rate(
-                ImageDataset(store, repeated, [0] * len(repeated), transform, side),
-                batch,
-                workers,
-                epochs=2,
-            )
+    side = classifier["sample_size"]
+    if side:  # what the default runs get: shrunk to the source copy, then augmented
+        rate[f"the same, shrunk to {side} px first (every setting's runs)"] = loader_rate(
+            ImageDataset(store, repeated, [0] * len(repeated), transform, side),
+            batch,
+            workers,
+            epochs=2,
+        )
     rate["decode the JPEG files every epoch (draft decode)"] = loader_rate(
         DecodingDataset(files, size, transform), batch, workers
     )

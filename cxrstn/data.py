@@ -11,16 +11,11 @@ from collections.abc import Sequence
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch.utils.data import Dataset, WeightedRandomSampler
 from torchvision.transforms import v2
 
 from cxrstn.images import ImageStore
-
-
-def shrink(images: torch.Tensor, side: int) -> torch.Tensor:
-    """N x C x H x W float images to side x side: antialiased bilinear, as the classifiers do."""
-    return F.interpolate(images, size=(side, side), mode="bilinear", antialias=True)
+from cxrstn.models import source_copy
 
 
 def augmentation(rotation: float, shear: float) -> v2.RandomAffine:
@@ -33,10 +28,12 @@ def augmentation(rotation: float, shear: float) -> v2.RandomAffine:
 class ImageDataset(Dataset):
     """Images of `paths` from `store` with their labels; items are (image, label, index).
 
-    With `side`, each image is first shrunk to side x side by `shrink`, the very resize
-    the classifier applies to its input (so the model's own resize then does nothing),
-    and only then augmented: augmenting 80 px instead of 512 px images is ~50x cheaper,
-    which keeps the loader from being the bottleneck of a CPU run.
+    With `side` (`classifier.sample_size`, the same for every setting), each image is
+    first brought to the source copy by `models.source_copy`, the very resize the model
+    applies to a larger input (so the model's own resize then does nothing), and only
+    then augmented: every setting augments at the same resolution, and augmenting 160 px
+    instead of 512 px images is ~10x cheaper, which keeps the loader from being the
+    bottleneck of a CPU run.
     """
 
     def __init__(
@@ -69,8 +66,8 @@ class ImageDataset(Dataset):
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor, int]:
         pixels = torch.tensor(self.store[self.paths[index]]).unsqueeze(0)  # copy off the memmap
         image = pixels.float().div_(255.0)
-        if self.side is not None and image.shape[-1] != self.side:
-            image = shrink(image[None], self.side)[0]
+        if self.side is not None:
+            image = source_copy(image[None], self.side)[0]
         if self.transform is not None:
             image = self.transform(image)
         return image, torch.tensor(float(self.labels[index])), index

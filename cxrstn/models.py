@@ -32,18 +32,27 @@ def _scaled(channels: int, width: float) -> int:
     return max(1, round(channels * width))
 
 
-def vgg16_single(width: float = 1.0, dropout: float = 0.5, in_channels: int = 1) -> VGG:
+NORMS = ("none", "batch")
+"""`classifier.norm`: VGG16 as published (none), or torchvision's vgg16_bn topology (batch)."""
+
+
+def vgg16_single(
+    width: float = 1.0, dropout: float = 0.5, in_channels: int = 1, norm: str = "none"
+) -> VGG:
     """torchvision's VGG16 with every width scaled, `in_channels` inputs and one output.
 
     `dropout` is the rate of the head's two dropout layers (torchvision: 0.5); a narrow
-    head on a small data set learns much faster with less. The model is built on the meta
+    head on a small data set learns much faster with less. `norm: batch` puts a batch norm
+    after every convolution (torchvision's vgg16_bn). The model is built on the meta
     device and initialised once at the end, so the full-width layers that are replaced
     are never allocated.
     """
+    if norm not in NORMS:
+        raise ValueError(f"classifier.norm must be one of {', '.join(NORMS)}, got {norm!r}")
     cfg = [v if v == "M" else _scaled(v, width) for v in cfgs["D"]]
     hidden = _scaled(4096, width)
     with torch.device("meta"):
-        model = VGG(make_layers(cfg), num_classes=1, init_weights=False)
+        model = VGG(make_layers(cfg, batch_norm=norm == "batch"), num_classes=1, init_weights=False)
         model.features[0] = nn.Conv2d(in_channels, cfg[0], kernel_size=3, padding=1)
         model.classifier = nn.Sequential(
             nn.Linear(cfg[-2] * 7 * 7, hidden),
@@ -67,6 +76,8 @@ def vgg16_single(width: float = 1.0, dropout: float = 0.5, in_channels: int = 1)
         elif isinstance(m, nn.Linear):
             nn.init.normal_(m.weight, 0, linear_std)
             nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.BatchNorm2d):
+            m.reset_parameters()
     return model
 
 
@@ -97,21 +108,80 @@ def to_size(x: torch.Tensor, size: int) -> torch.Tensor:
     return F.interpolate(x, size=(size, size), mode="bilinear", antialias=True)
 
 
+IDENTITY = (1.0, 1.0, 0.0, 0.0)
+"""(sx, sy, tx, ty) of the whole-image window: what the baseline and yolo settings see."""
+
+
+def sample_window(x: torch.Tensor, params: torch.Tensor, output_size: int) -> torch.Tensor:
+    """The one resampling from a source copy to the classifier's input, for every setting.
+
+    `params` (N x 4: sx, sy, tx, ty, in units of the half-side) place a window on each
+    image of `x` (N x C x S x S): the identity for the whole image (baseline, and yolo,
+    whose store holds the crops), the ST module's prediction for the STN. The window is
+    sampled bilinearly into output_size x output_size pixels. Along an axis where an
+    output pixel spans k > 1 source pixels (e.g. the whole 160 px copy into 80 px: k = 2),
+    k samples per output pixel are averaged, so that shrinking does not alias; zoomed-in
+    axes keep k = 1. k is the batch's largest and stops at one sample per source pixel of
+    the whole image, which bounds the cost. With the same params, the same pixels reach
+    the classifier whichever setting asks, so settings differ only in their windows.
+    """
+    theta = STModule.theta(params).to(x.dtype)
+    ratio = x.shape[-1] / output_size
+    span = params[:, :2].detach().abs().amax(dim=0).clamp(max=1.0) * ratio
+    kx, ky = (max(1, math.ceil(float(s) - 1e-6)) for s in span)
+    size = (x.shape[0], x.shape[1], output_size * ky, output_size * kx)
+    grid = F.affine_grid(theta, size, align_corners=False)
+    sampled = F.grid_sample(x, grid, mode="bilinear", align_corners=False)
+    if kx > 1 or ky > 1:
+        sampled = F.avg_pool2d(sampled, (ky, kx))
+    return sampled
+
+
+def source_copy(x: torch.Tensor, sample_size: int | None) -> torch.Tensor:
+    """The copy every setting's window is sampled from: `x` shrunk to `sample_size` if larger
+    (`classifier.sample_size`; None: the stored image). The data loader makes the same copy
+    before augmenting, so that all settings augment at the same resolution."""
+    if sample_size is None or x.shape[-1] <= sample_size:
+        return x
+    return to_size(x, sample_size)
+
+
 class Classifier(nn.Module):
-    """Baseline and YOLO model: antialiased bilinear downsampling to `input_size`, then VGG16."""
+    """VGG16 behind the whole-image window: the baseline and yolo model, and the STN's
+    classifier (which gets the ST module's window, already at `input_size`).
+
+    A larger input is first brought to the source copy (`sample_size`), then sampled by
+    `sample_window` with the identity window, exactly as an STN held at the identity does.
+    """
 
     def __init__(
-        self, width: float = 1.0, input_size: int = 512, dropout: float = 0.5, in_channels: int = 1
+        self,
+        width: float = 1.0,
+        input_size: int = 512,
+        dropout: float = 0.5,
+        in_channels: int = 1,
+        norm: str = "none",
+        sample_size: int | None = None,
     ):
         super().__init__()
         if in_channels not in (1, 3):
             raise ValueError(f"classifier.in_channels must be 1 or 3, got {in_channels}")
+        if sample_size is not None and sample_size < input_size:
+            raise ValueError(
+                f"classifier.sample_size ({sample_size}) must be at least classifier.input_size "
+                f"({input_size})"
+            )
         self.input_size = input_size
+        self.sample_size = sample_size
         self.in_channels = in_channels
-        self.vgg = vgg16_single(width, dropout, in_channels)
+        self.vgg = vgg16_single(width, dropout, in_channels, norm)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = normalise(to_size(x, self.input_size))
+        if x.shape[-1] != self.input_size or x.shape[-2] != self.input_size:
+            x = source_copy(x, self.sample_size)
+            identity = x.new_tensor(IDENTITY).expand(x.shape[0], 4)
+            x = sample_window(x, identity, self.input_size)
+        x = normalise(x)
         return self.vgg(x.expand(-1, self.in_channels, -1, -1)).squeeze(1)
 
 
@@ -169,16 +239,15 @@ class STModule(nn.Module):
     The localization net (four conv blocks, a dense layer with ReLU and a dense layer
     giving sx, sy, tx, ty) is either `compact` (3x3 convs on the image shrunk to
     `loc_size`) or `authors` (their net, on the image at the classifier's input size);
-    the grid samples the full-resolution input bilinearly into `output_size` pixels, so a
-    zoomed window keeps the detail of the stored image. Along an axis where the window is
-    wider than `output_size` input pixels (e.g. sx = 1 from 512 to 96 px) several samples
-    per output pixel are averaged, so that shrinking does not alias; at the paper's 512 px
-    output this never happens. The last layer starts with zero weights and the initial
-    parameters as bias, as in the PyTorch STN tutorial and the authors' code.
+    the window is sampled by `sample_window`, the very function that gives the other
+    settings their whole-image input, into `output_size` pixels. The last layer starts
+    with zero weights and the initial parameters as bias, as in the PyTorch STN tutorial
+    and the authors' code.
 
-    `sample_size` (None: the input as it comes) first shrinks a larger input to that side:
-    a window can then zoom in by sample_size / output_size (2x for 160 px into 80 px) at
-    full detail, while augmenting and sampling cost a fraction of the 512 px image's.
+    `sample_size` (`classifier.sample_size`, shared by every setting; None: the input as
+    it comes) first shrinks a larger input to that side: a window can then zoom in by
+    sample_size / output_size (2x for 160 px into 80 px) at full detail, while augmenting
+    and sampling cost a fraction of the 512 px image's.
     """
 
     def __init__(
@@ -198,8 +267,8 @@ class STModule(nn.Module):
         self.output_size = output_size
         if sample_size is not None and sample_size < output_size:
             raise ValueError(
-                f"stn.sample_size ({sample_size}) must be at least the classifier's input "
-                f"size ({output_size})"
+                f"classifier.sample_size ({sample_size}) must be at least the classifier's "
+                f"input size ({output_size})"
             )
         self.sample_size = sample_size
         if scale_range is not None:
@@ -264,28 +333,13 @@ class STModule(nn.Module):
 
     def sample_input(self, x: torch.Tensor) -> torch.Tensor:
         """The image the window is sampled from: `x` shrunk to `sample_size` if larger."""
-        if self.sample_size is None or x.shape[-1] <= self.sample_size:
-            return x
-        return to_size(x, self.sample_size)
+        return source_copy(x, self.sample_size)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Return the transformed image (N x 1 x output_size^2, in [0, 1]) and (sx, sy, tx, ty)."""
         x = self.sample_input(x)
         params = self.params(x)
-        theta = self.theta(params).to(x.dtype)
-        # Antialiasing: where an output pixel spans k > 1 input pixels, sample k points
-        # per output pixel along that axis and average them (theta has no rotation, so
-        # the axes are independent). Zoomed-in axes keep k = 1: plain bilinear sampling.
-        # k stops at one sample per input pixel of the whole image, which bounds the cost.
-        ratio = x.shape[-1] / self.output_size
-        span = params[:, :2].detach().abs().amax(dim=0).clamp(max=1.0) * ratio
-        kx, ky = (max(1, math.ceil(float(s) - 1e-6)) for s in span)
-        size = (x.shape[0], x.shape[1], self.output_size * ky, self.output_size * kx)
-        grid = F.affine_grid(theta, size, align_corners=False)
-        sampled = F.grid_sample(x, grid, mode="bilinear", align_corners=False)
-        if kx > 1 or ky > 1:
-            sampled = F.avg_pool2d(sampled, (ky, kx))
-        return sampled, params
+        return sample_window(x, params, self.output_size), params
 
 
 class STN(nn.Module):
@@ -315,7 +369,12 @@ def build_model(setting: str, classifier: dict, stn: dict | None = None) -> nn.M
         raise ValueError(f"classifier.arch must be vgg16, got {classifier['arch']!r}")
     in_channels = classifier.get("in_channels", 1)
     model = Classifier(
-        classifier["width"], classifier["input_size"], classifier["dropout"], in_channels
+        classifier["width"],
+        classifier["input_size"],
+        classifier["dropout"],
+        in_channels,
+        classifier.get("norm", "none"),
+        classifier.get("sample_size"),
     )
     if classifier.get("weights"):
         load_vgg_weights(model.vgg, classifier["weights"])
@@ -325,18 +384,21 @@ def build_model(setting: str, classifier: dict, stn: dict | None = None) -> nn.M
         raise ValueError(f"unknown setting {setting!r}: expected baseline, yolo or stn")
     if stn is None:
         raise ValueError("the stn setting needs the stn params")
-    st = STModule(
-        output_size=classifier["input_size"],
-        init=(stn["sx_init"], stn["sy_init"], stn["tx_init"], stn["ty_init"]),
-        loc_size=stn["loc_size"],
-        loc_channels=tuple(stn["loc_channels"]),
-        loc_hidden=stn["loc_hidden"],
-        loc_net=stn.get("loc_net", "compact"),
-        in_channels=in_channels,
-        loc_norm=stn.get("loc_norm", False),
-        scale_range=tuple(stn["scale_range"]) if stn.get("scale_range") else None,
-        sample_size=stn.get("sample_size"),
-    )
+    # The ST module draws its initial weights from a fork of the RNG, so that after
+    # build_model every setting continues the same random stream (dropout, augmentation).
+    with torch.random.fork_rng(devices=[]):
+        st = STModule(
+            output_size=classifier["input_size"],
+            init=(stn["sx_init"], stn["sy_init"], stn["tx_init"], stn["ty_init"]),
+            loc_size=stn["loc_size"],
+            loc_channels=tuple(stn["loc_channels"]),
+            loc_hidden=stn["loc_hidden"],
+            loc_net=stn.get("loc_net", "compact"),
+            in_channels=in_channels,
+            loc_norm=stn.get("loc_norm", False),
+            scale_range=tuple(stn["scale_range"]) if stn.get("scale_range") else None,
+            sample_size=classifier.get("sample_size"),
+        )
     return STN(model, st)
 
 

@@ -51,6 +51,7 @@ class TrainResult:
     history: list[dict]  # per epoch: what was logged to dvclive (train/loss, val/auc, ...)
     train_seconds: float  # training and validation passes, summed over resumed parts
     train_images_per_second: float  # images through the training passes per second
+    budget: dict  # epochs and training images behind the model, a warm start's included
 
 
 @dataclass
@@ -84,12 +85,10 @@ class Progress:
 
 
 def input_side(model: nn.Module) -> int | None:
-    """The side the data loader can shrink images to before augmenting them, the resize the
-    model would apply first anyway: the classifier's input size, or for an STN the side
-    its ST module samples windows from (`stn.sample_size`; None: the stored image)."""
-    if isinstance(model, STN):
-        return model.st.sample_size
-    return getattr(model, "input_size", None)
+    """The side the data loader shrinks images to before augmenting them, the resize the
+    model would apply first anyway: the source copy every setting's window is sampled
+    from (`classifier.sample_size`; None: the stored image)."""
+    return (model.classifier if isinstance(model, STN) else model).sample_size
 
 
 def warm_start_path(stn: dict | None, fold: int) -> str | None:
@@ -169,7 +168,19 @@ def train_run(
         history=progress.history,
         train_seconds=progress.seconds["total"],
         train_images_per_second=len(run.train_set) * epochs / max(progress.seconds["train"], 1e-9),
+        budget=training_budget(epochs, len(run.train_set), config.get("warm_start")),
     )
+
+
+def training_budget(epochs: int, n_train: int, warm_start: str | None = None) -> dict:
+    """Epochs and images drawn for training (the sampler draws n_train per epoch), plus
+    those of the baseline a warm start began from: Table II compares settings fairly
+    only when these are equal, whatever phases a setting trains in."""
+    budget = {"epochs": epochs, "train_images": epochs * n_train}
+    if warm_start:
+        prior = torch.load(warm_start, map_location="cpu", weights_only=True)["budget"]
+        budget = {name: value + prior[name] for name, value in budget.items()}
+    return budget
 
 
 # ------------------------------------------------------------------ the steps
@@ -495,6 +506,7 @@ def model_file(result: TrainResult, config: dict) -> dict:
         "config": config,
         "best_epoch": result.best_epoch,
         "val_auc": result.val_auc,
+        "budget": result.budget,
     }
 
 

@@ -127,6 +127,7 @@ def main() -> None:
     input_size = params["classifier"]["input_size"]
     metrics = {
         "best_epoch": result.best_epoch,
+        **result.budget,  # epochs and training images, a warm start's included
         "val_auc": round(result.val_auc, 6),
         "test_auc": round(float(roc_auc_score(test["label"], test["score"])), 6),
         "n_train": int((frame["split"] == "train").sum()),

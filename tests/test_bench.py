@@ -33,11 +33,10 @@ def test_loader_comparison_runs_every_reader_on_the_same_files(tmp_path):
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
     rates = bench.bench_loader(tmp_path, files, 32, params, workers=0)
     names = list(rates)
-    side = params["classifier"]["input_size"]
-    assert names[:4] == [
+    side = params["classifier"]["sample_size"]
+    assert names[:3] == [
         "image store (memmap) + ImageDataset, augmented at the stored size",
-        f"the same, shrunk to {side} px first (baseline, yolo runs)",
-        f"the same, shrunk to {params['stn']['sample_size']} px first (stn runs)",
+        f"the same, shrunk to {side} px first (every setting's runs)",
         "decode the JPEG files every epoch (draft decode)",
     ]
     if importlib.util.find_spec("torchxrayvision"):

@@ -64,7 +64,10 @@ def test_sampler_needs_both_classes():
         balanced_sampler([1, 1, 1], torch.Generator())
 
 
-def test_shrinking_in_the_loader_gives_the_models_own_input(tmp_path):
+@pytest.mark.parametrize("setting", ["baseline", "stn"])
+def test_every_setting_augments_the_same_copy_the_model_would_make(tmp_path, setting):
+    """The loader's copy (classifier.sample_size) is the one the model makes of a stored
+    image, for every setting: scoring a stored image or the loader's copy is the same."""
     from cxrstn.models import build_model
     from cxrstn.train import input_side
 
@@ -74,18 +77,18 @@ def test_shrinking_in_the_loader_gives_the_models_own_input(tmp_path):
     write_store(tmp_path / "big", paths, iter(images), 96)
     store = ImageStore(tmp_path / "big")
     classifier = {"arch": "vgg16", "width": 0.0625, "input_size": 32, "dropout": 0.0}
-    model = build_model("baseline", classifier | {"weights": None}).eval()
-    assert input_side(model) == 32
+    classifier |= {"sample_size": 48, "weights": None}
+    stn = {"sx_init": 0.8, "sy_init": 0.7, "tx_init": 0.1, "ty_init": 0.0, "loc_size": 16}
+    stn |= {"loc_channels": [2, 2, 2, 2], "loc_hidden": 4}
+    model = build_model(setting, classifier, stn).eval()
+    assert input_side(model) == 48
     whole = ImageDataset(store, store.paths, [0, 1, 0, 1])
-    shrunk = ImageDataset(store, store.paths, [0, 1, 0, 1], side=32)
-    assert shrunk[1][0].shape == (1, 32, 32)
+    copied = ImageDataset(store, store.paths, [0, 1, 0, 1], side=input_side(model))
+    assert copied[1][0].shape == (1, 48, 48)
     with torch.no_grad():
         full = model(torch.stack([whole[i][0] for i in range(4)]))
-        small = model(torch.stack([shrunk[i][0] for i in range(4)]))
+        small = model(torch.stack([copied[i][0] for i in range(4)]))
     torch.testing.assert_close(small, full, rtol=0, atol=1e-6)
-    # Without stn.sample_size the ST module samples the full stored image.
-    stn = {"sx_init": 1.0, "sy_init": 1.0, "tx_init": 0.0, "ty_init": 0.0, "loc_size": 16}
-    stn |= {"loc_channels": [2, 2, 2, 2], "loc_hidden": 4}
-    assert input_side(build_model("stn", classifier | {"weights": None}, stn)) is None
-    sampled = stn | {"sample_size": 48}  # it samples from a 48 px copy: shrunk in the loader
-    assert input_side(build_model("stn", classifier | {"weights": None}, sampled)) == 48
+    # Without classifier.sample_size every setting samples the full stored image.
+    plain = build_model(setting, classifier | {"sample_size": None}, stn)
+    assert input_side(plain) is None

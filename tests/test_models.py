@@ -133,8 +133,56 @@ def test_sample_size_shrinks_the_input_first_and_is_checked():
     torch.testing.assert_close(out, expected)
     torch.testing.assert_close(params, expected_params)
     assert torch.equal(st.sample_input(small), small)  # already small enough: unchanged
-    with pytest.raises(ValueError, match=r"sample_size \(8\) must be at least"):
+    with pytest.raises(ValueError, match=r"classifier.sample_size \(8\) must be at least"):
         STModule(output_size=16, sample_size=8)
+
+
+def test_an_stn_at_the_identity_sees_exactly_what_the_baseline_sees():
+    """One input path: the same source copy and the same sampling function, so an ST
+    module at the identity hands the classifier the baseline's very input, and with the
+    same seed both start from the same classifier and the same random stream."""
+    classifier = CLASSIFIER | {"sample_size": 64}
+    identity = STN_PARAMS | {"sy_init": 1.0}
+    torch.manual_seed(0)
+    baseline = build_model("baseline", classifier).eval()
+    after_baseline = torch.rand(1)
+    torch.manual_seed(0)
+    stn = build_model("stn", classifier, identity).eval()
+    assert torch.equal(torch.rand(1), after_baseline)  # the ST module leaves the stream alone
+    weights, stn_weights = baseline.state_dict(), stn.classifier.state_dict()
+    assert all(torch.equal(weights[name], stn_weights[name]) for name in weights)
+    image = torch.rand(3, 1, 128, 128)
+    windowed, params = stn.st(image)
+    assert torch.equal(params, torch.tensor([[1.0, 1.0, 0.0, 0.0]] * 3))
+    with torch.no_grad():
+        torch.testing.assert_close(stn(image), baseline(image), rtol=0, atol=1e-6)
+    # The whole 64 px copy into 32 px is a 2 x 2 box average of the copy's pixels.
+    copy = torch.nn.functional.interpolate(image, size=(64, 64), mode="bilinear", antialias=True)
+    expected = torch.nn.functional.avg_pool2d(copy, 2)
+    torch.testing.assert_close(windowed, expected, rtol=0, atol=1e-6)
+
+
+def test_classifier_sample_size_must_not_be_below_its_input():
+    with pytest.raises(ValueError, match=r"classifier.sample_size \(16\) must be at least"):
+        Classifier(width=1 / 16, input_size=32, sample_size=16)
+
+
+def test_batch_norm_follows_every_convolution_of_vgg16():
+    plain = vgg16_single(width=1 / 16)
+    normed = vgg16_single(width=1 / 16, norm="batch")
+    convs = [m for m in normed.features if isinstance(m, nn.Conv2d)]
+    norms = [m for m in normed.features if isinstance(m, nn.BatchNorm2d)]
+    assert len(convs) == len(norms) == 13
+    assert all(
+        isinstance(normed.features[i + 1], nn.BatchNorm2d)
+        for i, m in enumerate(normed.features)
+        if isinstance(m, nn.Conv2d)
+    )
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in plain.modules())
+    assert all(torch.equal(m.weight, torch.ones_like(m.weight)) for m in norms)
+    assert all(torch.equal(m.running_var, torch.ones_like(m.running_var)) for m in norms)
+    with pytest.raises(ValueError, match="classifier.norm must be one of none, batch"):
+        vgg16_single(norm="layer")
 
 
 def test_gradients_reach_the_localization_net():

@@ -177,15 +177,22 @@ def test_training_takes_the_fast_cpu_path(data):
 
 
 def run_stage(
-    setting: str, tmp_path: Path, monkeypatch, lung_boxes: str | None = None, low_conf="drop"
+    setting: str,
+    tmp_path: Path,
+    monkeypatch,
+    lung_boxes: str | None = None,
+    low_conf="drop",
+    size: int = SIZE,
+    classifier: dict | None = None,
+    stn: dict | None = None,
 ) -> Path:
     params = {
         "data": {"lung_boxes": lung_boxes},
         "crop": {"low_conf": low_conf},
-        "resize": {"size": SIZE},
+        "resize": {"size": size},
         "split": {"folds": 5},
-        "classifier": CONFIG["classifier"] | {"epochs": 2},
-        "stn": STN,
+        "classifier": CONFIG["classifier"] | {"epochs": 2} | (classifier or {}),
+        "stn": stn or STN,
         "train": CONFIG["train"],
     }
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
@@ -240,6 +247,47 @@ def test_stage_writes_predictions_metrics_and_model(data, tmp_path, monkeypatch,
     rows = frame[frame["path"].isin(predictions["path"])].set_index("path").loc[predictions["path"]]
     again = predict(model, store, rows.reset_index(), 8, torch.device("cpu"))
     np.testing.assert_allclose(again["score"], predictions["score"], rtol=1e-5)
+
+
+def test_an_stn_held_at_the_identity_scores_every_image_like_the_baseline(
+    data, tmp_path, monkeypatch
+):
+    """One input path: with the ST module at the identity and not learning (stn.lr 0), an
+    STN run is the baseline run of the same seed, image for image, on a 64 px store
+    whose 64 px copy both settings augment and sample into the classifier's 32 px."""
+    store, frame = data
+    (tmp_path / "data" / "resized").rename(tmp_path / "data" / "small")
+    small = ImageStore(tmp_path / "data" / "small")
+    big = (np.kron(small[p], np.ones((2, 2), np.uint8)) for p in small.paths)
+    write_store(tmp_path / "data" / "resized", small.paths, big, 2 * SIZE)
+    classifier = {"sample_size": 2 * SIZE, "epochs": 2}
+    identity = STN | {"sy_init": 1.0, "lr": 0.0}
+    runs = {
+        setting: run_stage(setting, tmp_path, monkeypatch, None, "drop", 2 * SIZE, classifier, stn)
+        for setting, stn in (("baseline", None), ("stn", identity))
+    }
+    baseline, stn = (pd.read_csv(runs[s] / "predictions.csv") for s in ("baseline", "stn"))
+    assert baseline["path"].tolist() == stn["path"].tolist()
+    assert set(stn["split"]) == {"val", "test"}
+    np.testing.assert_allclose(stn["score"], baseline["score"], rtol=0, atol=1e-4)
+    assert (stn[["sx", "sy", "tx", "ty"]] == [1.0, 1.0, 0.0, 0.0]).all().all()
+    assert baseline["score"].std() > 1e-3  # the runs learned something to agree on
+
+
+def test_every_setting_records_the_same_training_budget(data, tmp_path, monkeypatch):
+    """Fair budgets: an ST warm-up is part of the STN's epochs, not on top of them, and a
+    warm start adds the baseline's epochs and images to the STN's."""
+    store, frame = data
+    warmup = STN | {"warmup_epochs": 1}
+    budgets = {}
+    for setting, stn in (("baseline", None), ("stn", warmup)):
+        run_dir = run_stage(setting, tmp_path, monkeypatch, stn=stn)
+        metrics = yaml.safe_load((run_dir / "metrics.json").read_text())
+        budgets[setting] = (metrics["epochs"], metrics["train_images"])
+    assert budgets["baseline"] == budgets["stn"] == (2, 2 * 24)
+    run_dir = run_stage("stn", tmp_path, monkeypatch, stn=STN | {"warm_start": "baseline"})
+    metrics = yaml.safe_load((run_dir / "metrics.json").read_text())
+    assert (metrics["epochs"], metrics["train_images"]) == (4, 4 * 24)
 
 
 @pytest.mark.parametrize("low_conf", ["drop", "full"])
