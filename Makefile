@@ -1,4 +1,5 @@
 # Two entry points for a fresh machine: `make repro` runs the pipeline, `make test` runs the tests.
+# `make help` lists every target.
 # `make repro-parallel` runs independent stages side by side (JOBS at a time, default: cores
 # divided by the torch threads per stage;
 # GPUS=0,1,2,3 runs one stage per GPU instead).
@@ -15,8 +16,12 @@ export YOLO_CONFIG_DIR := $(CURDIR)/.cache/ultralytics
 
 JOBS ?=
 
-.PHONY: setup repro repro-parallel bench gpu-bench paper-smoke test lint
-setup: $(VENV)/.installed
+.PHONY: help setup repro repro-parallel bench gpu-bench paper-smoke test test-fast lint clean
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-15s %s\n", $$1, $$2}'
+
+setup: $(VENV)/.installed ## create .venv and install the pinned requirements (once)
 
 $(VENV)/.installed: requirements.txt pyproject.toml
 	python3 -m venv $(VENV)
@@ -25,26 +30,36 @@ $(VENV)/.installed: requirements.txt pyproject.toml
 	$(PY) -m pip install --quiet --no-deps -e .
 	touch $@
 
-repro: setup
+repro: setup ## run the pipeline (dvc repro)
 	dvc repro
 
-repro-parallel: setup
+repro-parallel: setup ## run independent stages side by side (JOBS=N or GPUS=0,1,...)
 	python -m cxrstn.parallel $(if $(JOBS),--jobs $(JOBS)) $(if $(GPUS),--gpus $(GPUS))
 
 # Ratios of the data path and training speeds on this machine (a few minutes; see README).
-bench: setup
+bench: setup ## measure the data path and training speeds (a few minutes)
 	python bench/bench.py
 
-gpu-bench: setup
+gpu-bench: setup ## measure the data path and training speeds (a few minutes)
 	bench/gpu.sh
 
 # The paper's whole profile end to end on a tiny full-size phantom, on the CPU (see README).
-paper-smoke: setup
+paper-smoke: setup ## run the paper profile end to end on a tiny phantom (CPU, ~35 min)
 	python bench/paper_smoke.py
 
-lint: setup
+lint: setup ## ruff: lint and format check
 	ruff check .
 	ruff format --check .
 
-test: lint
-	pytest
+# The tests run first and lint after them, so that a formatting nit never hides a test
+# result; the target fails if either failed.
+test: setup ## the whole test suite, then lint (about 10 minutes on 2 cores)
+	@status=0; pytest || status=1; $(MAKE) --no-print-directory lint || status=1; exit $$status
+
+test-fast: setup ## the tests without the end-to-end runs and real training (pytest -m "not slow")
+	pytest -m "not slow"
+
+# Tool caches and bytecode only: DVC outputs (data/, models/, reports/) and .venv stay.
+clean: ## remove tool caches and bytecode (not .venv, not the pipeline's outputs)
+	rm -rf .pytest_cache .ruff_cache dvc_plots build .cache/parallel *.egg-info
+	find . -name __pycache__ -type d -not -path './.venv/*' -prune -exec rm -rf {} +

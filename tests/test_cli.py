@@ -179,3 +179,22 @@ def test_predict_strict_fails_when_an_input_failed(tmp_path, capsys):
     (films / "film1.png").unlink()
     assert run_cli([*args, "--out", str(tmp_path / "none.csv")]) == 1
     assert "cxrstn: error: no image could be scored" in capsys.readouterr().err
+
+
+def test_pyproject_declares_what_requirements_pins():
+    """`pip install .` gets every runtime library requirements.txt pins, at a compatible
+    release of the pinned version; the test tools go to the `dev` extra."""
+    import tomllib
+
+    from packaging.requirements import Requirement
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    declared = {Requirement(r).name: Requirement(r) for r in project["dependencies"]}
+    dev = {Requirement(r).name: Requirement(r) for r in project["optional-dependencies"]["dev"]}
+    lines = (ROOT / "requirements.txt").read_text().splitlines()
+    pins = dict(line.split("==") for line in lines if "==" in line and not line.startswith("#"))
+    assert set(dev) == {"pytest", "ruff"}
+    assert set(declared) == set(pins) - set(dev)
+    for name, version in pins.items():
+        assert (dev | declared)[name].specifier.contains(version), name
+    assert project["scripts"]["cxrstn"] == "cxrstn.cli:main"
