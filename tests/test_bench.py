@@ -90,3 +90,59 @@ def test_gpu_bench_without_a_gpu_says_so():
     result = subprocess.run(["bash", "bench/gpu.sh"], cwd=ROOT, capture_output=True, text=True)
     assert result.returncode == 1
     assert "no CUDA GPU visible" in result.stderr
+
+
+def _seeds():
+    import sys
+
+    sys.path.insert(0, str(ROOT / "bench"))
+    spec = importlib.util.spec_from_file_location("seeds", ROOT / "bench" / "seeds.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _exp(seed: int, aucs: dict) -> dict:
+    """One entry as `dvc exp show --json` gives it: params and metrics under data."""
+    metrics = {s: {"auc": {"mean": m, "std": sd}} for s, (m, sd) in aucs.items()}
+    return {
+        "rev": f"rev{seed}",
+        "data": {
+            "params": {"params.yaml": {"data": {"train": {"seed": seed}}}},
+            "metrics": {"reports/metrics.json": {"data": metrics}},
+        },
+    }
+
+
+def test_seed_study_reads_every_experiment_and_measures_the_spread(capsys):
+    seeds = _seeds()
+    workspace = _exp(0, {"baseline": (90.0, 2.0), "yolo": (93.0, 1.0), "stn": (89.0, 3.0)})
+    nested = [
+        workspace,
+        {
+            "rev": "HEAD",
+            "experiments": [
+                {
+                    "revs": [
+                        _exp(1, {"baseline": (91.5, 5.0), "yolo": (92.0, 1.0), "stn": (89.5, 2.0)})
+                    ]
+                },
+                {
+                    "revs": [
+                        _exp(2, {"baseline": (89.0, 1.0), "yolo": (93.5, 1.5), "stn": (90.0, 1.0)})
+                    ]
+                },
+            ],
+        },
+    ]
+    by_seed = seeds.experiment_metrics(nested)
+    assert sorted(by_seed) == [0, 1, 2]
+    table = seeds.summarise(by_seed)
+    assert table["baseline"]["between_seeds"] == pytest.approx(2.5)  # 91.5 - 89.0
+    assert table["baseline"]["fold_std"] == 5.0
+    assert table["yolo"]["between_seeds"] == pytest.approx(1.5)
+    assert table["stn"]["seeds"] == {0: (89.0, 3.0), 1: (89.5, 2.0), 2: (90.0, 1.0)}
+    seeds.print_table(table)
+    out = capsys.readouterr().out
+    assert "| baseline | 90.00 ± 2.00 | 91.50 ± 5.00 | 89.00 ± 1.00 | 2.50 (over target)" in out
+    assert "| stn | 89.00 ± 3.00 | 89.50 ± 2.00 | 90.00 ± 1.00 | 1.00 | 3.00 |" in out
