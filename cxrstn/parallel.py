@@ -29,6 +29,7 @@ import os
 import subprocess
 import sys
 import time
+from graphlib import TopologicalSorter
 from pathlib import Path
 
 from cxrstn.io import load_params
@@ -69,13 +70,9 @@ def downstream_counts(upstream: dict[str, set[str]]) -> dict[str, int]:
     return {stage: len(stages) for stage, stages in below.items()}
 
 
-def ready_stages(
-    pending: list[str], upstream: dict[str, set[str]], done: set[str], priority: dict[str, int]
-) -> list[str]:
-    """The `pending` stages whose upstream stages are all `done`, highest priority first
-    (ties in `pending`'s order)."""
-    ready = [s for s in pending if upstream[s] <= done]
-    return sorted(ready, key=lambda s: (-priority[s], pending.index(s)))
+def by_priority(ready: list[str], order: list[str], priority: dict[str, int]) -> list[str]:
+    """The `ready` stages, most stages downstream first (ties in dvc.yaml's `order`)."""
+    return sorted(ready, key=lambda s: (-priority[s], order.index(s)))
 
 
 def default_jobs(params: dict, cores: int | None = None) -> int:
@@ -118,12 +115,18 @@ def run_parallel(
     upstream = {s: upstream[s] & wanted for s in order}
     priority = downstream_counts(upstream)
 
-    pending, done, failed = list(order), set(), []
+    # graphlib keeps the dependency bookkeeping (and rejects a cycle); the order among the
+    # stages it hands out as ready is ours: most stages downstream first.
+    sorter = TopologicalSorter(upstream)
+    sorter.prepare()
+    ready: list[str] = []
+    failed: list[str] = []
     running: dict[str, tuple[subprocess.Popen, float, Path, str | None]] = {}
     results: dict[str, dict] = {}
-    while pending or running:
+    while sorter.is_active():
         if not failed:
-            for stage in ready_stages(pending, upstream, done, priority):
+            ready.extend(sorter.get_ready())
+            for stage in by_priority(ready, order, priority):
                 if len(running) >= jobs:
                     break
                 log = log_dir / f"{stage.replace('@', '-')}.log"
@@ -138,7 +141,7 @@ def run_parallel(
                         stderr=subprocess.STDOUT,
                     )
                 running[stage] = (process, time.perf_counter(), log, gpu)
-                pending.remove(stage)
+                ready.remove(stage)
                 print(f"start  {stage}" + (f" on GPU {gpu}" if gpus else ""), flush=True)
         elif not running:
             break
@@ -156,7 +159,7 @@ def run_parallel(
                 continue
             ran = f"Running stage '{stage}'" in log.read_text()
             results[stage] = {"ran": ran, "seconds": round(seconds, 1)}
-            done.add(stage)
+            sorter.done(stage)
             print(f"{'done' if ran else 'same'}   {stage} in {seconds:.0f} s", flush=True)
     if failed:
         log = log_dir / f"{failed[0].replace('@', '-')}.log"

@@ -6,6 +6,7 @@ import os
 import shutil
 import subprocess
 import sys
+from graphlib import CycleError
 from pathlib import Path
 
 import pandas as pd
@@ -13,7 +14,7 @@ import pytest
 import torch
 import yaml
 
-from cxrstn.parallel import default_jobs, downstream_counts, needed, ready_stages, run_parallel
+from cxrstn.parallel import by_priority, default_jobs, downstream_counts, needed, run_parallel
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -42,10 +43,19 @@ def test_default_jobs_divide_the_cores_by_the_threads_of_a_stage():
 def test_downstream_counts_and_ready_order():
     counts = downstream_counts(UPSTREAM)
     assert counts == {"a": 3, "b": 1, "c": 1, "d": 0, "e": 0}
-    pending = ["e", "a", "b", "c", "d"]
-    assert ready_stages(pending, UPSTREAM, set(), counts) == ["a", "e"]  # a has more below
-    assert ready_stages(["b", "c", "d"], UPSTREAM, {"a"}, counts) == ["b", "c"]
-    assert ready_stages(["d"], UPSTREAM, {"a", "b"}, counts) == []  # c not done yet
+    order = ["e", "a", "b", "c", "d"]
+    assert by_priority(["e", "a"], order, counts) == ["a", "e"]  # a has more below
+    assert by_priority(["c", "b"], order, counts) == ["b", "c"]  # a tie: dvc.yaml's order
+
+
+def test_a_cycle_is_refused_before_anything_starts(tmp_path, monkeypatch):
+    import cxrstn.parallel
+
+    cycle = {"a": {"b"}, "b": {"a"}}
+    monkeypatch.setattr(cxrstn.parallel, "stage_graph", lambda root: (["a", "b"], cycle))
+    monkeypatch.setattr(cxrstn.parallel.subprocess, "Popen", None)  # nothing may start
+    with pytest.raises(CycleError):
+        run_parallel(1, root=tmp_path)
 
 
 # ---- through DVC ---------------------------------------------------------------------------
