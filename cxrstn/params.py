@@ -208,8 +208,8 @@ class Stn(Section):
     scale_range: (
         Annotated[list[Annotated[float, Field(gt=0)]], Field(min_length=2, max_length=2)] | None
     )
-    lr: Rate
-    loc_lr: Rate | None
+    lr: Annotated[float, Field(ge=0)]  # 0 holds the ST module at its initial window
+    loc_lr: Annotated[float, Field(ge=0)] | None
     warm_start: Literal["none", "baseline"]
     warmup_epochs: Count
     apex_weight: Annotated[float, Field(ge=0)]
