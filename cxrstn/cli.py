@@ -232,7 +232,7 @@ def doctor_report(params_path: str) -> tuple[list[tuple[str, str]], int]:
     """(label, value) lines of `cxrstn doctor` and the number of problems among them."""
 
     from cxrstn.device import choose_device
-    from cxrstn.provenance import library_versions
+    from cxrstn.provenance import library_versions, machine_facts
 
     lines = [("cxrstn", __version__)]
     wanted = {"python", "torch", "torchvision", "ultralytics", "dvc"}
@@ -245,7 +245,10 @@ def doctor_report(params_path: str) -> tuple[list[tuple[str, str]], int]:
     params = load_params(params_path)
     setting = str(params.get("train", {}).get("device", "auto"))
     lines.append(("device", f"train.device {setting} -> {choose_device(setting)} here"))
-    lines.append(("cpu cores", str(os.cpu_count())))
+    facts = machine_facts()
+    lines.append(("machine", f"{facts['os']}, {facts['cpu']}, {os.cpu_count()} CPU cores"))
+    if "gpu" in facts:
+        lines.append(("gpu", f"{facts['gpu']} (NVIDIA driver {facts['nvidia driver']})"))
     for key in DATA_SOURCES:
         path = params.get("data", {}).get(key)
         status, problem = source_status(key, path)

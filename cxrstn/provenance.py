@@ -66,18 +66,40 @@ def library_versions() -> list[tuple[str, str]]:
     return rows
 
 
+def machine_facts() -> dict[str, str]:
+    """The OS, CPU model, GPU models and NVIDIA driver, from torch's own `collect_env`.
+
+    Only its quick, local probes (os-release, lscpu, nvidia-smi when there is a GPU):
+    `get_env_info()` as a whole also lists pip and conda packages, about 1.5 s here, and
+    library_versions already has what matters of those.
+    """
+    import torch
+    from torch.utils import collect_env
+
+    run = collect_env.run
+    facts = {"os": collect_env.get_os(run) or platform.platform()}
+    cpu = collect_env.get_cpu_info(run) or ""
+    model = next((line for line in cpu.splitlines() if line.startswith("Model name:")), "")
+    facts["cpu"] = model.partition(":")[2].strip() or platform.processor() or "unknown"
+    if torch.cuda.is_available():
+        facts["gpu"] = collect_env.get_gpu_info(run) or torch.cuda.get_device_name(0)
+        facts["nvidia driver"] = collect_env.get_nvidia_driver_version(run) or "unknown"
+    return facts
+
+
 def device_description(train_device: str) -> str:
     """The machine the report was made on and the training device setting."""
     import torch
 
+    facts = machine_facts()
     if torch.cuda.is_available():
-        accelerator = f"CUDA: {torch.cuda.get_device_name(0)}"
+        accelerator = f"CUDA: {facts['gpu']} (driver {facts['nvidia driver']})"
     elif torch.backends.mps.is_available():
         accelerator = "Apple MPS"
     else:
         accelerator = "no GPU"
     return (
-        f"train.device: {train_device}; this machine: {platform.machine()}, "
+        f"train.device: {train_device}; this machine: {facts['os']}, {facts['cpu']}, "
         f"{os.cpu_count()} CPU cores, {accelerator}"
     )
 

@@ -1,4 +1,5 @@
 import copy
+import os
 from pathlib import Path
 
 import numpy as np
@@ -141,7 +142,10 @@ def test_doctor_names_each_source_and_the_missing_weights(tmp_path, capsys, monk
     assert run_cli(["doctor"]) == 1
     captured = capsys.readouterr()
     lines = dict(line.split(maxsplit=1) for line in captured.out.splitlines())
-    assert {"python", "torch", "torchvision", "ultralytics", "dvc", "device"} <= set(lines)
+    assert {"python", "torch", "torchvision", "ultralytics", "dvc", "device", "machine"} <= set(
+        lines
+    )
+    assert lines["machine"].endswith(f"{os.cpu_count()} CPU cores")
     assert lines["data.chexpert"] == f"{tmp_path / 'real'}: found: {chexpert / 'train.csv'}"
     assert lines["data.jsrt"].startswith("nowhere/All247images: NOT FOUND")
     # The phantom's own paths do not exist before `dvc repro`: noted, not a problem.
