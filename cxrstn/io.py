@@ -74,6 +74,11 @@ ParamsLoader.add_implicit_resolver(
 )
 
 
+# Why not `dvc.api.params_show(stages=...)`: it would keep the float fix above (DVC reads
+# YAML 1.2: `1e-05` is a float), but it needs a DVC repository around the stage (the
+# stage tests run the scripts in plain folders; `cxrstn predict --params` reads any
+# file), and opening the repo to collect its index took 1.6 s per call, measured on
+# this project's 2-core machine: about 30 s more on a default run of 20 stages.
 def load_params(path: str | os.PathLike = "params.yaml", check: bool = True) -> dict:
     """Read the pipeline parameters (the whole `params.yaml`).
 
