@@ -26,6 +26,7 @@ import torch
 from tqdm import tqdm
 
 from cxrstn.device import choose_device
+from cxrstn.io import process_alive
 from cxrstn.runtime import CACHE_DIR, configure_tools
 
 TRAIN_KEYS = (
@@ -134,16 +135,6 @@ RUN_PREFIX = "run-"
 """Name of a training run folder: `run-<host>-<pid>` of the process that owns it."""
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # another user's process
-        return True
-    return True
-
-
 def remove_stale_runs(
     parent: str | os.PathLike, legacy: str | os.PathLike = "models"
 ) -> list[Path]:
@@ -159,7 +150,7 @@ def remove_stale_runs(
     host = socket.gethostname()
     for folder in sorted(Path(parent).glob(f"{RUN_PREFIX}*")):
         owner_host, _, pid = folder.name.removeprefix(RUN_PREFIX).rpartition("-")
-        if owner_host == host and pid.isdigit() and not _alive(int(pid)):
+        if owner_host == host and pid.isdigit() and not process_alive(int(pid)):
             shutil.rmtree(folder, ignore_errors=True)
             removed.append(folder)
     for folder in sorted(Path(legacy).glob(".detector-run-*")):

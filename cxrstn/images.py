@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from cxrstn.io import atomic_path
+from cxrstn.io import atomic_path, reserve
 
 
 def _pillow_open():
@@ -37,6 +37,10 @@ def _pillow_open():
 
 PIL_OPEN = _pillow_open()
 """Pillow's opener, used for every image read (never a network fetch on a bad file)."""
+
+MAX_PIXELS = 2 * Image.MAX_IMAGE_PIXELS
+"""Most pixels an image may declare: Pillow refuses more as a decompression bomb, and DICOM
+is held to the same (about 179 million, e.g. 13,000 x 13,000)."""
 
 MIN_SIDE = 32
 """Smallest usable image side in pixels; anything smaller is an icon or a broken export."""
@@ -142,7 +146,9 @@ def _read_pil(path: Path, min_side: int | None = None) -> np.ndarray:
         raise
     except UnidentifiedImageError as error:
         raise ImageError(f"{path}: not a recognised image format") from error
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as error:
+    except Image.DecompressionBombError as error:  # refused from the header, nothing decoded
+        raise ImageError(f"{path}: too large to decode safely ({error})") from error
+    except (OSError, SyntaxError, ValueError) as error:
         raise ImageError(f"{path}: corrupt or truncated image ({error})") from error
 
 
@@ -184,11 +190,22 @@ def _read_dicom(path: Path) -> np.ndarray:
     )
 
     try:
-        dataset = pydicom.dcmread(path)
+        # Large elements (the pixel data) stay on disk until used: the header is checked
+        # first, so a file of 500 frames or of 65535 x 65535 pixels is refused unread.
+        dataset = pydicom.dcmread(path, defer_size="1 MB")
     except (pydicom.errors.InvalidDicomError, OSError, ValueError, EOFError) as error:
         raise ImageError(f"{path}: not a readable DICOM file ({error})") from error
     if "PixelData" not in dataset:
         raise ImageError(f"{path}: DICOM file has no pixel data")
+    frames = dataset.get("NumberOfFrames") or 1
+    if int(frames) != 1:
+        raise ImageError(f"{path}: DICOM holds {frames} frames; one radiograph frame expected")
+    rows, columns = int(dataset.get("Rows") or 0), int(dataset.get("Columns") or 0)
+    if rows * columns > MAX_PIXELS:
+        raise ImageError(
+            f"{path}: DICOM declares {columns}x{rows} pixels, more than the {MAX_PIXELS:,} "
+            "allowed (the limit Pillow applies to other formats)"
+        )
     syntax = dataset.file_meta.get("TransferSyntaxUID")
     if syntax is not None:
         try:
@@ -295,6 +312,8 @@ def write_store(
         array = np.lib.format.open_memmap(
             tmp / "images.npy", mode="w+", dtype=np.uint8, shape=(len(paths), size, size)
         )
+        # the mapping is sparse: claim its disk now, so a full disk is an error, not SIGBUS
+        reserve(tmp / "images.npy", array.offset + array.nbytes, directory)
         kept: list[tuple[str, int]] = []
         seen = 0
         for row, image in enumerate(images):

@@ -399,7 +399,7 @@ def predict_files(
                 called = "ABNORMAL" if row["abnormal"] else "normal"
                 caption = f"{called} {row['score']:.3f} (threshold {ensemble.threshold:.3f})"
                 picture = overlay(original, windows, box, crop, caption)
-                with atomic_path(overlay_dir / name) as tmp:
+                with atomic_path(overlay_dir / name, concurrent=True) as tmp:
                     ok, encoded = cv2.imencode(".png", picture)
                     if not ok:
                         raise OSError(f"{overlay_dir / name}: could not encode the overlay")
@@ -415,10 +415,11 @@ def predict_files(
 
 def write_prediction(prediction: Prediction, out: str | os.PathLike) -> Path:
     """Write the ranked results to `out` and the unreadable inputs beside it (always, so a
-    stale list never survives); returns the errors file."""
-    write_csv(out, prediction.results)
+    stale list never survives); returns the errors file. Each file is written whole under
+    its own temporary name, so two runs writing the same `out` never interleave."""
+    write_csv(out, prediction.results, concurrent=True)
     errors = errors_path(out)
-    write_csv(errors, prediction.errors)
+    write_csv(errors, prediction.errors, concurrent=True)
     return errors
 
 
