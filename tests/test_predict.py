@@ -35,6 +35,7 @@ from cxrstn.train import TrainResult, load_model, model_file, predict
 
 ROOT = Path(__file__).resolve().parents[1]
 SIZE = 64  # resize.size of the tiny models
+BUDGET = {"epochs": 1, "train_images": 0}  # what model.pt records of the training
 
 
 def tiny_config(setting: str, fold: int = 0, st_init=(0.8, 0.7, 0.05, -0.05)) -> dict:
@@ -69,7 +70,7 @@ def tiny_model(setting: str, seed: int, st_noise: float = 0.02, **kw) -> tuple:
 def save_model(path: Path, setting: str, seed: int, **kw) -> torch.nn.Module:
     model, config = tiny_model(setting, seed, **kw)
     path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save(model_file(TrainResult(model, 1, 0.5, [], 0.0, 0.0), config), path)
+    torch.save(model_file(TrainResult(model, 1, 0.5, [], 0.0, 0.0, BUDGET), config), path)
     return model
 
 
@@ -426,7 +427,7 @@ def test_onnx_scores_match_pytorch(tmp_path, setting, capsys):
         with torch.no_grad():
             model.st.regressor[-1].bias[0] -= model.st.params(images)[:, 0].median() - 0.5
     model_path = tmp_path / "model.pt"
-    torch.save(model_file(TrainResult(model, 1, 0.5, [], 0.0, 0.0), config), model_path)
+    torch.save(model_file(TrainResult(model, 1, 0.5, [], 0.0, 0.0, BUDGET), config), model_path)
     main(["export-onnx", str(model_path), str(tmp_path / "model.onnx")])
     assert "ONNX Runtime matches PyTorch" in capsys.readouterr().out
 
