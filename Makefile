@@ -5,6 +5,8 @@
 # GPUS=0,1,2,3 runs one stage per GPU instead).
 # Both create .venv and install the pinned requirements on first use; later calls reuse them.
 VENV := .venv
+# The interpreter .venv is made with (3.11 or later): make setup PYTHON=python3.12
+PYTHON ?= python3
 PY := $(VENV)/bin/python
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 # Keep every tool's files inside the project and off the network.
@@ -24,7 +26,7 @@ help: ## list the targets
 setup: $(VENV)/.installed ## create .venv and install the pinned requirements (once)
 
 $(VENV)/.installed: requirements.txt pyproject.toml
-	python3 -m venv $(VENV)
+	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -r requirements.txt
 	$(PY) -m pip install --quiet --no-deps -e .
@@ -36,14 +38,14 @@ repro: setup ## run the pipeline (dvc repro)
 repro-parallel: setup ## run independent stages side by side (JOBS=N or GPUS=0,1,...)
 	python -m cxrstn.parallel $(if $(JOBS),--jobs $(JOBS)) $(if $(GPUS),--gpus $(GPUS))
 
-# Ratios of the data path and training speeds on this machine (a few minutes; see README).
+# Ratios of the data path and training speeds on this machine (a few minutes; see docs/performance.md).
 bench: setup ## measure the data path and training speeds (a few minutes)
 	python bench/bench.py
 
 gpu-bench: setup ## measure the data path and training speeds (a few minutes)
 	bench/gpu.sh
 
-# The paper's whole profile end to end on a tiny full-size phantom, on the CPU (see README).
+# The paper's whole profile end to end on a tiny full-size phantom, on the CPU (see docs/method.md).
 paper-smoke: setup ## run the paper profile end to end on a tiny phantom (CPU, ~35 min)
 	python bench/paper_smoke.py
 

@@ -203,7 +203,7 @@ def train_detector(data_yaml: str | os.PathLike, out_dir: str | os.PathLike, par
     if weights and not Path(weights).is_file():
         raise ValueError(
             f"{weights}: detector.weights file not found; nothing is downloaded: put the "
-            "file there (README, 'Running the paper's configuration'), or set "
+            "file there (docs/detector.md, 'COCO weights'), or set "
             "detector.weights: null to train from scratch"
         )
     if weights:

@@ -102,7 +102,10 @@ def phantom_lung_boxes(truth_csv: str | os.PathLike, paths) -> pd.DataFrame:
     paths = list(paths)
     unknown = [p for p in paths if p not in truth.index]
     if unknown:
-        raise ValueError(f"{truth_csv}: {len(unknown)} images have no lung box, e.g. {unknown[0]}")
+        raise ValueError(
+            f"{truth_csv}: {len(unknown)} images have no lung box, e.g. {unknown[0]} "
+            "(data.lung_boxes is the phantom's truth; real data needs data.lung_boxes: null)"
+        )
     rows = truth.loc[paths]
     width, height = rows["width"].to_numpy(float), rows["height"].to_numpy(float)
     return pd.DataFrame(
