@@ -7,6 +7,7 @@ transitively and including imports inside functions (a stage may call them). Imp
 """
 
 import ast
+import re
 from pathlib import Path
 
 import pytest
@@ -151,3 +152,40 @@ def test_training_stages_take_their_folds_from_params(pipeline):
     for name, stage in pipeline["stages"].items():
         if name.startswith("train_") and name != "train_detector":
             assert stage["foreach"] == "${split.fold_ids}", name
+
+
+def entry_path(entry) -> str:
+    """An out/metric/plot entry's path: a string, or the one key of a dict with options."""
+    return entry if isinstance(entry, str) else next(iter(entry))
+
+
+def stage_bodies(pipeline: dict) -> dict:
+    return {name: stage.get("do", stage) for name, stage in pipeline["stages"].items()}
+
+
+def test_every_stage_says_what_it_does(pipeline):
+    for name, body in stage_bodies(pipeline).items():
+        assert isinstance(body.get("desc"), str) and body["desc"].strip(), f"{name}: no desc"
+
+
+def test_metrics_and_plot_data_are_kept_in_git(pipeline):
+    """`cache: false`, so that `dvc metrics show` and `dvc plots diff` work in a fresh clone
+    (and .gitignore lets exactly these files under reports/ into git)."""
+    kept = []
+    for name, body in stage_bodies(pipeline).items():
+        for entry in body.get("metrics", []) + body.get("plots", []):
+            assert isinstance(entry, dict), f"{name}: {entry} is cached, so not in git"
+            options = next(iter(entry.values()))
+            assert options.get("cache") is False, f"{name}: {entry_path(entry)} is cached"
+            kept.append(entry_path(entry))
+    assert {"reports/metrics.json", "reports/shortcut.json"} <= set(kept)
+    evaluate = {entry_path(e): e for e in stage_bodies(pipeline)["evaluate"]["outs"]}
+    for curve in ("reports/plots/roc.csv", "reports/plots/pr.csv"):
+        assert evaluate[curve][curve]["cache"] is False
+
+
+def test_the_report_stage_declares_every_figure_it_writes(pipeline):
+    script = (ROOT / "stages" / "report.py").read_text()
+    written = set(re.findall(r'"(reports/figures/[a-z_]+\.png)"', script))
+    declared = {entry_path(e) for e in stage_bodies(pipeline)["report"]["outs"]}
+    assert written and written <= declared, written - declared
