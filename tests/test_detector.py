@@ -279,16 +279,16 @@ def test_a_killed_detector_stage_leaves_nothing_in_models_and_the_rerun_cleans_u
     process = subprocess.Popen(command, cwd=tmp_path, env=env, **quiet)
     runs = tmp_path / ".cache" / "detector-runs"
     deadline = time.monotonic() + 300
-    while not list(runs.glob("run-*/train/weights/*.pt")) and process.poll() is None:
+    while not list(tmp_path.rglob("weights/*.pt")) and process.poll() is None:  # wherever it is
         assert time.monotonic() < deadline
         time.sleep(0.05)
     process.kill()
     process.wait()
     if process.returncode != -signal.SIGKILL:
         pytest.skip("the stage finished before it could be killed")
-    assert list(runs.glob("run-*"))  # the killed run's folder...
     models = tmp_path / "models"
-    assert not models.exists() or list(models.iterdir()) == []  # ...is not in models/
+    assert not models.exists() or list(models.iterdir()) == []  # the killed run's folder is
+    assert list(runs.glob("run-*"))  # not in models/ but here
 
     rerun = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True)
     assert rerun.returncode == 0, rerun.stderr[-3000:]
