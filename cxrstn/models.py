@@ -112,7 +112,9 @@ IDENTITY = (1.0, 1.0, 0.0, 0.0)
 """(sx, sy, tx, ty) of the whole-image window: what the baseline and yolo settings see."""
 
 
-def sample_window(x: torch.Tensor, params: torch.Tensor, output_size: int) -> torch.Tensor:
+def sample_window(
+    x: torch.Tensor, params: torch.Tensor, output_size: int, largest_scale: float | None = None
+) -> torch.Tensor:
     """The one resampling from a source copy to the classifier's input, for every setting.
 
     `params` (N x 4: sx, sy, tx, ty, in units of the half-side) place a window on each
@@ -124,11 +126,16 @@ def sample_window(x: torch.Tensor, params: torch.Tensor, output_size: int) -> to
     axes keep k = 1. k is the batch's largest and stops at one sample per source pixel of
     the whole image, which bounds the cost. With the same params, the same pixels reach
     the classifier whichever setting asks, so settings differ only in their windows.
+    `largest_scale`, when known ahead (1 for the identity), stands for the batch's largest
+    |sx|, |sy|, so that k does not depend on the data (ONNX export traces it as a constant).
     """
     theta = STModule.theta(params).to(x.dtype)
     ratio = x.shape[-1] / output_size
-    span = params[:, :2].detach().abs().amax(dim=0).clamp(max=1.0) * ratio
-    kx, ky = (max(1, math.ceil(float(s) - 1e-6)) for s in span)
+    if largest_scale is None:
+        scales = params[:, :2].detach().abs().amax(dim=0).clamp(max=1.0).tolist()
+    else:
+        scales = [min(largest_scale, 1.0)] * 2
+    kx, ky = (max(1, math.ceil(scale * ratio - 1e-6)) for scale in scales)
     size = (x.shape[0], x.shape[1], output_size * ky, output_size * kx)
     grid = F.affine_grid(theta, size, align_corners=False)
     sampled = F.grid_sample(x, grid, mode="bilinear", align_corners=False)
@@ -180,7 +187,7 @@ class Classifier(nn.Module):
         if x.shape[-1] != self.input_size or x.shape[-2] != self.input_size:
             x = source_copy(x, self.sample_size)
             identity = x.new_tensor(IDENTITY).expand(x.shape[0], 4)
-            x = sample_window(x, identity, self.input_size)
+            x = sample_window(x, identity, self.input_size, largest_scale=1.0)
         x = normalise(x)
         return self.vgg(x.expand(-1, self.in_channels, -1, -1)).squeeze(1)
 

@@ -420,7 +420,8 @@ def test_onnx_scores_match_pytorch(tmp_path, setting, capsys):
     from cxrstn.export import check_images, reference_scores
 
     images = torch.cat([check_images(SIZE, 4, seed=7), torch.rand(4, 1, SIZE, SIZE)])
-    model, config = tiny_model(setting, 4, st_noise=3.0, st_init=(0.5, 0.5, 0.0, 0.0))
+    # seed 1: a loc net whose windows differ between these images and stay on them
+    model, config = tiny_model(setting, 1, st_noise=3.0, st_init=(0.5, 0.5, 0.0, 0.0))
     if setting == "stn":
         # ratio 64/32 = 2: with the median sx at 0.5 the antialiasing sample count k is 1
         # for some images of the batch and 2 for others
