@@ -83,7 +83,7 @@ def set_args(params: dict, profile: dict) -> list[str]:
         (set(ours) - set(theirs), "the profile"),
     ):
         if missing:
-            raise SystemExit(f"error: {', '.join(sorted(missing))} not in {where}")
+            raise CommandError(f"{', '.join(sorted(missing))} not in {where}")
     return [
         arg
         for key, value in theirs.items()

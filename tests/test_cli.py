@@ -8,7 +8,7 @@ import pytest
 import yaml
 from PIL import Image
 
-from cxrstn.cli import main, set_args
+from cxrstn.cli import CommandError, main, set_args
 from cxrstn.images import write_store
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -62,9 +62,9 @@ def test_applying_the_paper_profile_gives_exactly_the_file():
 
 def test_a_profile_missing_a_parameter_is_refused():
     ours = {"detector": {"augment": {"mosaic": 1.0, "cls": 0.25}}}
-    with pytest.raises(SystemExit, match=r"detector\.augment\.cls not in the profile"):
+    with pytest.raises(CommandError, match=r"detector\.augment\.cls not in the profile"):
         set_args(ours, {"detector": {"augment": {"mosaic": 1.0}}})
-    with pytest.raises(SystemExit, match=r"detector\.extra not in params\.yaml"):
+    with pytest.raises(CommandError, match=r"detector\.extra not in params\.yaml"):
         set_args(ours, {"detector": {"augment": {"mosaic": 1.0, "cls": 0.5}, "extra": 1}})
 
 
@@ -202,3 +202,11 @@ def test_pyproject_declares_what_requirements_pins():
     for name, version in pins.items():
         assert (dev | declared)[name].specifier.contains(version), name
     assert project["scripts"]["cxrstn"] == "cxrstn.cli:main"
+
+
+def test_a_profile_with_a_missing_key_is_one_line_on_stderr(tmp_path, capsys):
+    (tmp_path / "short.yaml").write_text("data:\n  chexpert: x\n")
+    assert run_cli(["profile-args", str(tmp_path / "short.yaml")]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("cxrstn: error: ") and "not in the profile" in err
+    assert err.count("\n") == 1
