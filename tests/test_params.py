@@ -11,7 +11,7 @@ from cxrstn.io import load_params
 from cxrstn.params import ParamsError, check_params
 
 ROOT = Path(__file__).resolve().parents[1]
-PROFILES = ("params.yaml", "params.paper.yaml")
+PROFILES = sorted(p.name for p in ROOT.glob("params*.yaml"))  # params.paper.yaml, ...
 
 
 def profile(name: str = "params.yaml") -> dict:
@@ -26,6 +26,7 @@ def edited(section: str, key: str, value, base: dict | None = None) -> dict:
 
 @pytest.mark.parametrize("name", PROFILES)
 def test_the_shipped_profiles_are_valid_and_complete(name):
+    assert {"params.yaml", "params.paper.yaml"} <= set(PROFILES)
     assert check_params(profile(name), name) == []
 
 
