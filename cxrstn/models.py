@@ -269,6 +269,7 @@ class STModule(nn.Module):
         loc_norm: bool = False,
         scale_range: tuple[float, float] | None = None,
         sample_size: int | None = None,
+        keep_inside: bool = False,
     ):
         super().__init__()
         self.output_size = output_size
@@ -288,6 +289,12 @@ class STModule(nn.Module):
             if not all(-1 < t < 1 for t in init[2:]):
                 raise ValueError("with stn.scale_range, tx_init and ty_init must lie in (-1, 1)")
         self.scale_range = scale_range
+        if keep_inside:
+            if scale_range is None or scale_range[1] > 1:
+                raise ValueError("stn.keep_inside needs stn.scale_range with high <= 1")
+            if not all(abs(t) < 1 - s for s, t in zip(init[:2], init[2:], strict=True)):
+                raise ValueError("with stn.keep_inside, |t_init| must be below 1 - s_init")
+        self.keep_inside = keep_inside
         if loc_net == "compact":
             self.loc_size, self.loc_channels = loc_size, 1
             self.localization, flat = compact_localization(loc_channels, loc_size, loc_norm)
@@ -314,18 +321,22 @@ class STModule(nn.Module):
             return params
         low, high = self.scale_range
         scales = torch.logit((params[..., :2] - low) / (high - low))
-        return torch.cat([scales, torch.atanh(params[..., 2:])], dim=-1)
+        shifts = params[..., 2:] / (1 - params[..., :2]) if self.keep_inside else params[..., 2:]
+        return torch.cat([scales, torch.atanh(shifts)], dim=-1)
 
     def bounded(self, raw: torch.Tensor) -> torch.Tensor:
         """(sx, sy, tx, ty) from the last layer's output: as they are (the paper), or with
         `scale_range`, scales squashed into (low, high) and translations into (-1, 1), so
         that a large ST learning rate cannot throw the window off the image (where the
-        gradient vanishes)."""
+        gradient vanishes). With `keep_inside` a translation is (1 - s) tanh(.), so the
+        whole window stays on the image: with tanh alone a small window can still sit half
+        off it, in a corner (measured on the toy task of `cxrstn.toy`)."""
         if self.scale_range is None:
             return raw
         low, high = self.scale_range
         scales = low + (high - low) * torch.sigmoid(raw[..., :2])
-        return torch.cat([scales, torch.tanh(raw[..., 2:])], dim=-1)
+        shifts = torch.tanh(raw[..., 2:])
+        return torch.cat([scales, (1 - scales) * shifts if self.keep_inside else shifts], dim=-1)
 
     def params(self, x: torch.Tensor) -> torch.Tensor:
         """Predict (sx, sy, tx, ty) per image, N x 4."""
