@@ -88,7 +88,7 @@ def input_side(model: nn.Module) -> int | None:
     """The side the data loader shrinks images to before augmenting them, the resize the
     model would apply first anyway: the source copy every setting's window is sampled
     from (`classifier.sample_size`; None: the stored image)."""
-    return (model.classifier if isinstance(model, STN) else model).sample_size
+    return getattr(model.classifier if isinstance(model, STN) else model, "sample_size", None)
 
 
 def warm_start_path(stn: dict | None, fold: int) -> str | None:
