@@ -1,0 +1,65 @@
+"""Does the ST module learn per-image attention on a task made to need it? (issue 20, item 1)
+
+    python bench/stn_toy.py [--threads 1] [--steps N] [--seed 0] [--no-oracle] [--json PATH]
+
+Trains, with the project's classifier, ST module and Adam groups (`cxrstn.toy`), the
+classifier on the whole canvas, on the target's own box (the oracle: what a perfect
+window gives) and behind the ST module, each on the same stream of fresh images, and
+scores them on the same test images. Prints the AUCs, the STN's window IoU with the target
+and the Pearson r of the window's and target's centres, and the verdict; exits 1 if any
+criterion fails. About 5 minutes on 2 free cores at the default recipe.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import torch
+
+from cxrstn import toy
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
+    parser.add_argument("--steps", type=int, default=None, help="training steps per model")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--test", type=int, default=1000, help="test images")
+    parser.add_argument("--no-oracle", action="store_true", help="skip the oracle classifier")
+    parser.add_argument("--json", type=Path, help="write the whole result here")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    recipe = toy.Recipe() if args.steps is None else replace(toy.Recipe(), steps=args.steps)
+    settings = ("whole", "stn") if args.no_oracle else ("whole", "oracle", "stn")
+    started = time.perf_counter()
+    result = toy.check(recipe, toy.Task(), args.seed, args.test, settings, log=print)
+    result["seconds"] = round(time.perf_counter() - started, 1)
+    result["threads"] = args.threads
+    result["verdict"] = toy.verdict(result)
+    print(f"\n{recipe.steps} steps of {recipe.batch} per model, {args.threads} thread(s)")
+    for setting in settings:
+        row = result[setting]
+        extra = (
+            ""
+            if setting != "stn"
+            else (
+                f"  IoU {row['iou']:.3f}  r_x {row['r_x']:.3f}  r_y {row['r_y']:.3f}"
+                f"  theta mean {row['theta_mean']} std {row['theta_std']}"
+            )
+        )
+        print(f"{setting:>7}: test AUC {row['auc']:.4f}  ({row['seconds']:.0f} s){extra}")
+    for name, (value, ok) in result["verdict"].items():
+        print(f"{name:>9}: {value:+.4f}  (needs >= {toy.PASS[name]})  {'pass' if ok else 'FAIL'}")
+    print(f"total {result['seconds']:.0f} s")
+    if args.json:
+        args.json.write_text(json.dumps(result, indent=1, default=list))
+    return 0 if all(ok for _, ok in result["verdict"].values()) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
