@@ -132,7 +132,7 @@ class Split(Section):
     seed: Count
 
 
-OPTIMIZERS = ("SGD", "MuSGD", "Adam", "Adamax", "AdamW", "NAdam", "RAdam", "RMSProp", "auto")
+OPTIMIZERS = ("SGD", "MuSGD", "Adam", "Adamax", "AdamW", "NAdam", "RAdam", "RMSprop", "auto")
 """Ultralytics' optimizer names (its trainer's list)."""
 
 Unset = None  # default of an optional ultralytics key: absent means ultralytics' default
