@@ -33,14 +33,15 @@ TARGETS = {"between_seeds": 2.0, "fold_std": 4.0}
 
 
 def experiment_metrics(show: list) -> dict[int, dict]:
-    """{train.seed: reports/metrics.json} of the workspace and every experiment in the
-    output of `dvc exp show --json`."""
+    """{train.seed: reports/metrics.json} of the workspace and of the study's experiments
+    (named seed<K>) in the output of `dvc exp show --json`; other experiments are left out."""
     found = {}
 
     def visit(node) -> None:
         if isinstance(node, dict):
             data = node.get("data")
-            if isinstance(data, dict) and "params" in data and "metrics" in data:
+            ours = node.get("rev") == "workspace" or str(node.get("name")).startswith("seed")
+            if ours and isinstance(data, dict) and "params" in data and "metrics" in data:
                 params = data["params"].get("params.yaml", {}).get("data", {})
                 metrics = data["metrics"].get("reports/metrics.json", {}).get("data")
                 seed = params.get("train", {}).get("seed")

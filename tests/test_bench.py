@@ -102,11 +102,12 @@ def _seeds():
     return module
 
 
-def _exp(seed: int, aucs: dict) -> dict:
+def _exp(seed: int, aucs: dict, name: str | None = None) -> dict:
     """One entry as `dvc exp show --json` gives it: params and metrics under data."""
     metrics = {s: {"auc": {"mean": m, "std": sd}} for s, (m, sd) in aucs.items()}
     return {
-        "rev": f"rev{seed}",
+        "rev": "workspace" if name is None else f"rev{seed}",
+        "name": name,
         "data": {
             "params": {"params.yaml": {"data": {"train": {"seed": seed}}}},
             "metrics": {"reports/metrics.json": {"data": metrics}},
@@ -124,12 +125,26 @@ def test_seed_study_reads_every_experiment_and_measures_the_spread(capsys):
             "experiments": [
                 {
                     "revs": [
-                        _exp(1, {"baseline": (91.5, 5.0), "yolo": (92.0, 1.0), "stn": (89.5, 2.0)})
+                        _exp(
+                            1,
+                            {"baseline": (91.5, 5.0), "yolo": (92.0, 1.0), "stn": (89.5, 2.0)},
+                            "seed1",
+                        )
                     ]
                 },
                 {
                     "revs": [
-                        _exp(2, {"baseline": (89.0, 1.0), "yolo": (93.5, 1.5), "stn": (90.0, 1.0)})
+                        _exp(
+                            2,
+                            {"baseline": (89.0, 1.0), "yolo": (93.5, 1.5), "stn": (90.0, 1.0)},
+                            "seed2",
+                        ),
+                        # another experiment at seed 0 is not the study's
+                        _exp(
+                            0,
+                            {"baseline": (50.0, 1.0), "yolo": (50.0, 1.0), "stn": (50.0, 1.0)},
+                            "x",
+                        ),
                     ]
                 },
             ],
