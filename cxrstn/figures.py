@@ -106,8 +106,8 @@ def roi_figure(examples: list[dict], path: str | os.PathLike) -> None:
     """One row per example: original with YOLO box and STN window, YOLO crop, STN output.
 
     Each example holds `title`, `image` (square uint8), optional `box` (x0, y0, x1, y1
-    in `image` pixels), `crop` (image or None) with `crop_note`, and `theta`
-    (sx, sy, tx, ty or None) with `stn_note`.
+    in `image` pixels) and `lung_box` (the same), `crop` (image or None) with
+    `crop_note`, and `theta` (sx, sy, tx, ty or None) with `stn_note`.
     """
     rows = max(len(examples), 1)
     figure, grid = _subplots(rows, 3, figsize=(9.0, 3.1 * rows), squeeze=False)
@@ -136,6 +136,11 @@ def roi_figure(examples: list[dict], path: str | os.PathLike) -> None:
                     ls=":",
                 )
             )
+        if example.get("lung_box") is not None:
+            x0, y0, x1, y1 = example["lung_box"]
+            row[0].add_patch(
+                Rectangle((x0 - 0.5, y0 - 0.5), x1 - x0, y1 - y0, fill=False, color="#2ca02c", lw=2)
+            )
         if example.get("theta") is not None:
             row[0].add_patch(
                 window_rectangle(example["theta"], size, color="#d62728", lw=2, ls="--")
@@ -161,7 +166,7 @@ def roi_figure(examples: list[dict], path: str | os.PathLike) -> None:
         0.5,
         -0.005,
         "blue: YOLO box, dotted: the square cut around it; red dashed: STN sampling window "
-        "(x in tx ± sx, y in ty ± sy)",
+        "(x in tx ± sx, y in ty ± sy); green: the lung box, where known",
         ha="center",
         fontsize=8.5,
     )

@@ -327,11 +327,16 @@ def roi_examples(
     crops_table: pd.DataFrame | None,
     crops_store,
     n_examples: int,
+    rois: pd.DataFrame | None = None,
 ) -> tuple[list[dict], str]:
-    """Test images of fold 0 for the ROI figure and a sentence saying how they were chosen.
+    """Test images of fold 0 for the ROI figure (the paper's Fig. 4) and a sentence saying
+    how they were chosen.
 
-    Half normal, half abnormal, evenly spaced in path order (deterministic, no seed).
-    Taken from the stn run when there is one (it holds sx, sy, tx, ty per image).
+    With known lung boxes (`rois`, reports/eval/roi.csv) and an stn run: the STN windows
+    of best, median and worst IoU with the lung box, a third of the examples each, each
+    drawn with its lung box. Otherwise half normal, half abnormal, evenly spaced in path
+    order (deterministic, no seed). Taken from the stn run when there is one (it holds
+    sx, sy, tx, ty per image).
     """
     setting = "stn" if ("stn", 0) in runs else next(iter(runs))[0]
     test = runs[setting, 0]
@@ -339,13 +344,27 @@ def roi_examples(
     if missing:
         raise ValueError(f"reports/runs/stn/fold0/predictions.csv: missing columns {missing}")
     test = test[(test["split"] == "test") & test["path"].isin(resized.paths)].sort_values("path")
-    chosen = []
-    for label, count in ((0, n_examples // 2), (1, n_examples - n_examples // 2)):
-        group = test[test["label"] == label]
-        if count and len(group):
-            picks = np.unique(np.linspace(0, len(group) - 1, min(count, len(group))).round())
-            chosen.append(group.iloc[picks.astype(int)])
-    chosen = pd.concat(chosen) if chosen else test.iloc[:0]
+    lungs = None
+    if rois is not None and setting == "stn":
+        lungs = rois[(rois["setting"] == "stn") & (rois["fold"] == 0)].set_index("path")
+        test = test[test["path"].isin(lungs.index)]
+        lungs = lungs if len(test) else None
+    if lungs is not None:  # best, median and worst windows, a third of the examples each
+        ranked = test.assign(iou=lungs.loc[test["path"], "iou"].to_numpy())
+        ranked = ranked.sort_values(["iou", "path"], ascending=[False, True], kind="stable")
+        n, third = len(ranked), max(1, n_examples // 3)
+        middle = max(0, n // 2 - third // 2)
+        picks = [*range(third), *range(middle, middle + third)]
+        picks += range(n - (n_examples - 2 * third), n)
+        chosen = ranked.iloc[list(dict.fromkeys(i for i in picks if 0 <= i < n))]
+    else:
+        chosen = []
+        for label, count in ((0, n_examples // 2), (1, n_examples - n_examples // 2)):
+            group = test[test["label"] == label]
+            if count and len(group):
+                picks = np.unique(np.linspace(0, len(group) - 1, min(count, len(group))).round())
+                chosen.append(group.iloc[picks.astype(int)])
+        chosen = pd.concat(chosen) if chosen else test.iloc[:0]
     boxes = crops_table.set_index("path") if crops_table is not None else None
 
     examples = []
@@ -355,6 +374,10 @@ def roi_examples(
             f"{setting} score {row.score:.2f}",
             "image": resized[row.path],
         }
+        if lungs is not None:
+            size = resized.size
+            example["lung_box"] = tuple(lungs.loc[row.path, ["lx0", "ly0", "lx1", "ly1"]] * size)
+            example["title"] += f", window IoU {lungs.loc[row.path, 'iou']:.2f}"
         if boxes is None:
             example["crop_note"] = "no YOLO crops (detector not run)"
         elif row.path not in boxes.index:
@@ -376,6 +399,11 @@ def roi_examples(
         f"{len(examples)} test images of fold 0 ({setting} run), half normal and half "
         "abnormal, evenly spaced in path order."
     )
+    if lungs is not None:
+        how = (
+            f"{len(examples)} test images of fold 0 (stn run): the STN windows of best, "
+            "median and worst IoU with the image's lung box (green), a third each."
+        )
     return examples, how
 
 

@@ -78,11 +78,16 @@ def main() -> None:
 
     crops_table = pd.read_csv("data/crops.csv") if Path("data/crops.csv").is_file() else None
     crops_store = ImageStore("data/crops") if Path("data/crops/index.csv").is_file() else None
+    rois = pd.read_csv("reports/eval/roi.csv") if Path("reports/eval/roi.csv").is_file() else None
     examples, roi_how = roi_examples(
-        runs, ImageStore("data/resized"), crops_table, crops_store, params["report"]["roi_examples"]
+        runs,
+        ImageStore("data/resized"),
+        crops_table,
+        crops_store,
+        params["report"]["roi_examples"],
+        rois,
     )
     roi_figure(examples, FIGURES["roi"])
-    rois = pd.read_csv("reports/eval/roi.csv") if Path("reports/eval/roi.csv").is_file() else None
     roi_quality_figure(rois, ImageStore("data/resized"), FIGURES["roi_quality"])
     training_figure(read_live_logs(RUNS_DIR), FIGURES["training"])
 

@@ -399,3 +399,33 @@ def test_shortcut_rows_show_each_measured_setting():
     columns, rows = shortcut_rows(shortcut)
     assert len(columns) == 7
     assert rows == [["Baseline", "100 (60)", "70.00", "-4.40", "4.5", "-6.90", "5.0"]]
+
+
+def test_roi_examples_are_the_best_median_and_worst_stn_windows(tmp_path):
+    """Fig. 4: with known lung boxes, the STN windows of highest, middle and lowest IoU,
+    a third of the examples each, each with its lung box in the image's pixels."""
+    from cxrstn.images import ImageStore, write_store
+    from cxrstn.report import roi_examples
+
+    paths = [f"train/patient{i:05d}/study1/view1_frontal.jpg" for i in range(9)]
+    write_store(tmp_path / "store", paths, (np.zeros((32, 32), np.uint8) for _ in paths), 32)
+    predictions = pd.DataFrame({"path": paths, "label": [0, 1] * 4 + [1], "score": 0.5})
+    predictions = predictions.assign(split="test", sx=1.0, sy=1.0, tx=0.0, ty=0.0)
+    iou = [0.30, 0.90, 0.10, 0.50, 0.70, 0.20, 0.80, 0.40, 0.60]  # path i has IoU iou[i]
+    rois = pd.DataFrame({"setting": "stn", "fold": 0, "path": paths, "iou": iou})
+    rois = rois.assign(lx0=0.25, ly0=0.125, lx1=0.75, ly1=0.875)
+    examples, how = roi_examples(
+        {("stn", 0): predictions}, ImageStore(tmp_path / "store"), None, None, 6, rois
+    )
+    shown = [float(e["title"].rsplit("IoU ", 1)[1]) for e in examples]
+    assert shown == [0.90, 0.80, 0.60, 0.50, 0.20, 0.10]  # best 2, median 2 (0.5), worst 2
+    assert all(e["lung_box"] == (8.0, 4.0, 24.0, 28.0) for e in examples)
+    assert "best, median and worst" in how
+    # Without lung boxes: half normal, half abnormal, as before.
+    examples, how = roi_examples(
+        {("stn", 0): predictions}, ImageStore(tmp_path / "store"), None, None, 4
+    )
+    assert [e["title"].split("\n")[1].split(",")[0] for e in examples] == [
+        "normal", "normal", "abnormal", "abnormal"
+    ]  # fmt: skip
+    assert "lung_box" not in examples[0]
