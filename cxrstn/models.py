@@ -416,6 +416,7 @@ def build_model(setting: str, classifier: dict, stn: dict | None = None) -> nn.M
             loc_norm=stn.get("loc_norm", False),
             scale_range=tuple(stn["scale_range"]) if stn.get("scale_range") else None,
             sample_size=classifier.get("sample_size"),
+            keep_inside=stn.get("keep_inside", False),
         )
     return STN(model, st)
 

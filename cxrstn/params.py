@@ -208,6 +208,7 @@ class Stn(Section):
     scale_range: (
         Annotated[list[Annotated[float, Field(gt=0)]], Field(min_length=2, max_length=2)] | None
     )
+    keep_inside: bool
     lr: Annotated[float, Field(ge=0)]  # 0 holds the ST module at its initial window
     loc_lr: Annotated[float, Field(ge=0)] | None
     warm_start: Literal["none", "baseline"]
@@ -463,6 +464,11 @@ def _relations(params: dict, complete: bool) -> list[str]:
                 problems.append(
                     f"stn.{name} = {stn[name]}: must lie in (-1, 1) with stn.scale_range set"
                 )
+    if stn.get("keep_inside") and (stn.get("scale_range") is None or stn["scale_range"][1] > 1):
+        problems.append(
+            f"stn.keep_inside = true: needs stn.scale_range with high <= 1, got "
+            f"{stn.get('scale_range')}"
+        )
 
     augment = detector.get("augment") or {}
     known = ultralytics_settings()

@@ -91,6 +91,9 @@ def test_relations_between_keys():
     assert "stn.sx_init = 1.0: must lie inside stn.scale_range (0.5, 0.9)" in "\n".join(
         check_params(edited("stn", "scale_range", [0.5, 0.9]))
     )
+    assert "stn.keep_inside = true: needs stn.scale_range with high <= 1" in only(
+        edited("stn", "keep_inside", True)
+    )
     authors = edited("stn", "loc_net", "authors", edited("classifier", "input_size", 64))
     assert "stn.loc_net authors needs at least 78 px" in only(authors)
     typo = copy.deepcopy(params)
