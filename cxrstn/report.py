@@ -313,7 +313,8 @@ def read_optional_json(path: str | os.PathLike) -> dict | None:
 
 
 def run_rows(run_info: dict) -> tuple[list, list]:
-    names = ["n_train", "n_val", "n_test", "n_excluded", "best_epoch", "val_auc", "test_auc"]
+    names = ["n_train", "n_val", "n_test", "n_excluded", "epochs", "train_images"]
+    names += ["best_epoch", "val_auc", "test_auc"]  # epochs, train_images: the run's budget
     rows = [
         [setting, str(fold), *(_number(info.get(name, "—")) for name in names)]
         for (setting, fold), info in run_info.items()
