@@ -13,6 +13,8 @@ from pathlib import Path
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 CACHE_DIR = PROJECT_ROOT / ".cache"
+# numpy's dispatch targets above AVX2 (X86_V3), as numpy 2.x names them
+NUMPY_AVX2_PIN = "X86_V4 AVX512_ICL AVX512_SPR"
 
 
 def tool_environment() -> dict[str, str]:
@@ -28,6 +30,11 @@ def tool_environment() -> dict[str, str]:
         # default: on a machine whose cores are shared, 2 threads then ran 10-20x slower
         # than 1; 1,000 spins keep their speed on free cores and lose nothing when shared.
         "GOMP_SPINCOUNT": "1000",
+        # numpy picks its SIMD kernels when first imported. Its AVX-512 exp, log1p, sin...
+        # differ from the AVX2 ones in the last bit, which moved 31 of the phantom's 258
+        # files between CPUs; held to the AVX2 kernels, the data stages write the same
+        # bytes on AVX2 and AVX-512 machines (bench/simd.py). Set it to "" to lift the pin.
+        "NPY_DISABLE_CPU_FEATURES": NUMPY_AVX2_PIN,
     }
 
 

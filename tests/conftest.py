@@ -1,3 +1,10 @@
+# ruff: noqa: E402
+# The tests run the pipeline's code in this process: same tool folders and the same numpy
+# kernels as a stage, so configure_tools() runs before numpy is imported.
+from cxrstn.runtime import configure_tools
+
+configure_tools()
+
 import json
 import runpy
 import sys
@@ -9,12 +16,8 @@ import pytest
 import yaml
 
 from cxrstn.images import write_store
-from cxrstn.runtime import configure_tools
 from cxrstn.settings import SETTINGS
 from cxrstn.sources.chexpert import FINDINGS
-
-# The tests run the pipeline's code in this process: same tool folders as a stage.
-configure_tools()
 
 ROOT = Path(__file__).resolve().parents[1]
 REAL_SAMPLES = Path(__file__).resolve().parents[2] / "shared" / "real-samples"

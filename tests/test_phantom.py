@@ -2,7 +2,11 @@
 label frequencies of the paper's Table I, determinism for any worker count."""
 
 import hashlib
+import json
+import os
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -356,3 +360,57 @@ def test_tb_readings_agree_with_the_drawn_findings(tiny):
             assert (companion in drawn) == (words in text), (row.file, companion)
         checked += 1
     assert checked == 6
+
+
+# Big enough that numpy's AVX-512 and AVX2 kernels round some pixels apart (7 of 63 files).
+SIMD_SIZES = {
+    "chexpert_patients": 8,
+    "chexpert_size": [320, 390],
+    "jsrt_side": 256,
+    "montgomery_size": [300, 366],
+    "shenzhen_size": [300, 294],
+}
+# An AVX2 machine, emulated: every library that dispatches on the CPU held to AVX2.
+AVX2_MACHINE = {
+    "NPY_DISABLE_CPU_FEATURES": "X86_V4 AVX512_ICL AVX512_SPR",
+    "ATEN_CPU_CAPABILITY": "avx2",
+    "ONEDNN_MAX_CPU_ISA": "AVX2",
+    "OPENCV_CPU_DISABLE": "AVX512_SKX,AVX512_COMMON,AVX512_KNL,AVX512_KNM,AVX512_CNL,AVX512_CLX",
+    "OPENBLAS_CORETYPE": "Haswell",
+}
+GENERATE = """
+import json, sys
+from cxrstn.runtime import configure_tools
+configure_tools()  # as every stage starts
+import numpy._core._multiarray_umath as umath
+from cxrstn.phantom import generate
+generate(json.loads(sys.argv[1]), sys.argv[2])
+print(json.dumps(umath.__cpu_features__["X86_V4"]))
+"""
+
+
+def _generate_under(env_changes: dict, root: Path) -> bool:
+    """Write the phantom in a fresh process with `env_changes`; whether AVX-512 was used."""
+    env = {k: v for k, v in os.environ.items() if k not in AVX2_MACHINE} | env_changes
+    params = json.dumps(TINY | SIMD_SIZES)
+    done = subprocess.run(
+        [sys.executable, "-c", GENERATE, params, str(root)],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return json.loads(done.stdout.splitlines()[-1])
+
+
+@pytest.mark.slow
+def test_phantom_writes_the_same_bytes_on_avx2_and_avx512_cpus(tmp_path):
+    """A stage holds numpy to its AVX2 kernels (configure_tools), so the phantom matches an
+    AVX2 machine's byte for byte; with the pin lifted, an AVX-512 CPU writes other bytes."""
+    native_avx512 = _generate_under({}, tmp_path / "native")
+    _generate_under(AVX2_MACHINE, tmp_path / "avx2")
+    assert not native_avx512, "configure_tools left numpy's AVX-512 kernels on"
+    assert _digest(tmp_path / "native") == _digest(tmp_path / "avx2")
+    if _generate_under({"NPY_DISABLE_CPU_FEATURES": ""}, tmp_path / "unpinned"):
+        # this CPU has AVX-512: without the pin the bytes differ, which the pin prevents
+        assert _digest(tmp_path / "unpinned") != _digest(tmp_path / "native")

@@ -1,5 +1,6 @@
 """Importing the package has no side effects and works after any other library."""
 
+import ast
 import subprocess
 import sys
 import textwrap
@@ -71,3 +72,25 @@ def test_configure_tools_keeps_values_already_set(monkeypatch):
 
     assert os.environ["MPLCONFIGDIR"] == "/somewhere/else"
     assert os.environ["TORCH_HOME"] == str(CACHE_DIR / "torch")
+
+
+def test_every_stage_configures_the_tools_before_importing_anything_else():
+    """numpy reads its SIMD pin and matplotlib its folder once, when first imported."""
+    for script in sorted((ROOT / "stages").glob("*.py")):
+        body = ast.parse(script.read_text()).body
+        docstring = isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant)
+        first, second = body[int(docstring) : int(docstring) + 2]
+        assert isinstance(first, ast.ImportFrom) and first.module == "cxrstn.runtime", script
+        assert ast.unparse(second) == "configure_tools()", script
+
+
+def test_configure_tools_holds_numpy_to_its_avx2_kernels():
+    out = run_python(
+        """
+        from cxrstn.runtime import configure_tools
+        configure_tools()
+        import numpy._core._multiarray_umath as umath
+        print([f for f in ("X86_V4", "AVX512_ICL", "AVX512_SPR") if umath.__cpu_features__[f]])
+        """
+    )
+    assert out.strip() == "[]"
