@@ -1,8 +1,8 @@
 # Two entry points for a fresh machine: `make repro` runs the pipeline, `make test` runs the tests.
 # `make help` lists every target.
-# `make repro-parallel` runs independent stages side by side (JOBS at a time, default: cores
-# divided by the torch threads per stage;
-# GPUS=0,1,2,3 runs one stage per GPU instead).
+# `make repro` runs independent stages side by side, one torch thread each, as many as there
+# are cores (JOBS=N to choose; GPUS=0,1,2,3 runs one stage per GPU instead); `dvc repro`
+# runs the same stages one at a time and writes the same outputs.
 # Both create .venv and install the pinned requirements on first use; later calls reuse them.
 VENV := .venv
 # The interpreter .venv is made with (3.11 or later): make setup PYTHON=python3.12
@@ -18,7 +18,7 @@ export YOLO_CONFIG_DIR := $(CURDIR)/.cache/ultralytics
 
 JOBS ?=
 
-.PHONY: help setup repro repro-parallel bench gpu-bench paper-smoke test test-fast lint clean
+.PHONY: help setup repro bench gpu-bench paper-smoke test test-fast lint clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-15s %s\n", $$1, $$2}'
@@ -32,10 +32,7 @@ $(VENV)/.installed: requirements.txt pyproject.toml
 	$(PY) -m pip install --quiet --no-deps -e .
 	touch $@
 
-repro: setup ## run the pipeline (dvc repro)
-	dvc repro
-
-repro-parallel: setup ## run independent stages side by side (JOBS=N or GPUS=0,1,...)
+repro: setup ## run the pipeline on every core (JOBS=N stages at once, or GPUS=0,1,...)
 	python -m cxrstn.parallel $(if $(JOBS),--jobs $(JOBS)) $(if $(GPUS),--gpus $(GPUS))
 
 # Ratios of the data path and training speeds on this machine (a few minutes; see docs/performance.md).

@@ -1,7 +1,7 @@
 """Benchmark the data path and training on this machine; every figure is printed as a ratio.
 
     python bench/bench.py [--images 64] [--jpegs DIR] [--skip-paper]
-                          [--repro [--against REV] [--jobs N] [--repro-only]]
+                          [--repro [--against REV] [--jobs N] [--serial] [--repro-only]]
 
 Measures, in one process (so that the ratios compare like with like on a shared machine):
   (a) resize: full-size CheXpert-like JPEGs (2320x2828, phantom radiographs) to 512 px,
@@ -17,9 +17,10 @@ Measures, in one process (so that the ratios compare like with like on a shared 
       (params.paper.yaml: full-width VGG16 at 512 px) at batch 2;
   (d) with --repro: the default pipeline from fresh clones, one after the other, stage by
       stage, with wall time and peak memory (PSS summed over the stage processes alive
-      at once): `dvc repro` at `--against REV` (e.g. an older commit), `dvc repro` at HEAD,
-      and HEAD `--jobs` stages at a time (cxrstn.parallel). About 15 min per clone on 2
-      cores; `--repro-only` skips (a)-(c).
+      at once): `dvc repro` at `--against REV` (e.g. an older commit, whose default was
+      `dvc repro`), then HEAD as `make repro` runs it, `--jobs` stages at a time
+      (cxrstn.parallel; `--jobs 1` is `dvc repro`); `--serial` adds HEAD's `dvc repro`.
+      10-20 min per clone on 2 cores; `--repro-only` skips (a)-(c).
 Without --repro it runs in a few minutes on 2 cores. Temporary files go to a temp folder.
 """
 
@@ -433,7 +434,9 @@ def time_parallel(rev: str, dest: Path, jobs: int) -> dict:
     return {"stages": stages, "seconds": seconds, "peak_gb": peak}
 
 
-def bench_repro(against: str | None, jobs: int, keep: str | None = None) -> None:
+def bench_repro(
+    against: str | None, jobs: int, keep: str | None = None, serial: bool = False
+) -> None:
     """(d): the default pipeline from fresh clones, one after the other on this machine;
     the clones stay in `keep` if given (to inspect or reuse their outputs)."""
     runs = {}
@@ -450,10 +453,11 @@ def bench_repro(against: str | None, jobs: int, keep: str | None = None) -> None
         if against:
             print(f"(d) dvc repro in a fresh clone of {against}", flush=True)
             runs[f"{against} dvc repro"] = time_dvc_repro(against, Path(tmp) / "against")
-        print("(d) dvc repro in a fresh clone of HEAD", flush=True)
-        runs["HEAD dvc repro"] = time_dvc_repro(head, Path(tmp) / "head")
+        if serial or jobs == 1:
+            print("(d) dvc repro in a fresh clone of HEAD", flush=True)
+            runs["HEAD dvc repro"] = time_dvc_repro(head, Path(tmp) / "head")
         if jobs > 1:
-            print(f"(d) cxrstn.parallel --jobs {jobs} in a fresh clone of HEAD", flush=True)
+            print(f"(d) make repro: {jobs} stages at a time, fresh clone of HEAD", flush=True)
             runs[f"HEAD {jobs} at a time"] = time_parallel(head, Path(tmp) / "parallel", jobs)
     names = list(runs)
     stages = list(dict.fromkeys(s for run in runs.values() for s in run["stages"]))
@@ -485,9 +489,10 @@ def main() -> None:
         "--jobs",
         type=int,
         default=default_jobs(load_params(ROOT / "params.yaml")),
-        help="(d) stages at once for cxrstn.parallel (default: as it chooses); 1 skips that run",
+        help="(d) stages at once for HEAD (default: as make repro chooses); 1: dvc repro",
     )
     parser.add_argument("--repro-only", action="store_true", help="run (d) only")
+    parser.add_argument("--serial", action="store_true", help="(d) also time HEAD's dvc repro")
     parser.add_argument("--keep", metavar="DIR", help="(d) keep the clones in DIR (new folder)")
     args = parser.parse_args()
 
@@ -496,7 +501,7 @@ def main() -> None:
         f"load average {os.getloadavg()[0]:.1f} at start (ratios are measured in one process)"
     )
     if args.repro_only:
-        bench_repro(args.against, args.jobs, args.keep)
+        bench_repro(args.against, args.jobs, args.keep, args.serial)
         return
     default = yaml.safe_load((ROOT / "params.yaml").read_text())
     paper = None
@@ -520,7 +525,7 @@ def main() -> None:
     as_used = [rate for name, rate in loader.items() if "shrunk" in name]
     bench_training(default, paper, min(as_used or loader.values()), args.steps)
     if args.repro:
-        bench_repro(args.against, args.jobs, args.keep)
+        bench_repro(args.against, args.jobs, args.keep, args.serial)
 
 
 if __name__ == "__main__":

@@ -4,8 +4,9 @@
 
 In a fresh clone of `--rev` (committed files only), sharing this workspace's DVC cache so
 that the data stages it already ran are checked out rather than re-run, it reproduces the
-pipeline once and then queues one experiment per other seed
-(`dvc exp run --queue -S train.seed=K`), runs the queue one experiment at a time and
+pipeline once (`make repro`'s runner) and then queues one experiment per other seed
+(`dvc exp run --queue -S train.seed=K`), runs the queue as many at a time as `make repro`
+runs stages (cores / torch threads per stage) and
 reads every experiment's `reports/metrics.json` from `dvc exp show --json`. For each
 setting it prints the mean test AUC of each seed (with its std over the folds), the
 largest difference between two seeds' means and the largest fold std: the targets are at
@@ -27,6 +28,8 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench import ROOT, fresh_clone, run_measured  # noqa: E402
+from cxrstn.io import load_params  # noqa: E402
+from cxrstn.parallel import default_jobs  # noqa: E402
 
 SETTINGS = ("baseline", "yolo", "stn")
 TARGETS = {"between_seeds": 2.0, "fold_std": 4.0}
@@ -114,12 +117,12 @@ def main() -> None:
     started = time.perf_counter()
     dvc("cache", "dir", "--local", str(ROOT / ".dvc" / "cache"))  # reuse what ran here
     print(f"seed study of {rev[:7]} in {dest}: dvc repro (its own seed)", flush=True)
-    run_measured(["dvc", "repro"], dest, env)
+    run_measured([sys.executable, "-m", "cxrstn.parallel"], dest, env)
     own = yaml.safe_load((dest / "params.yaml").read_text())["train"]["seed"]
     for seed in args.seeds:
         if seed != own:
             dvc("exp", "run", "--queue", "--name", f"seed{seed}", "-S", f"train.seed={seed}")
-    dvc("queue", "start", "--jobs", "1")
+    dvc("queue", "start", "--jobs", str(default_jobs(load_params(dest / "params.yaml"))))
     while "Queued" in (status := dvc("queue", "status")) or "Running" in status:
         time.sleep(20)
     if "Failed" in status:

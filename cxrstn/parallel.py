@@ -1,6 +1,6 @@
 """Reproduce the DVC pipeline with independent stages running side by side.
 
-    python -m cxrstn.parallel [--jobs N] [stage ...]    (make repro-parallel)
+    python -m cxrstn.parallel [--jobs N] [stage ...]    (make repro)
     python -m cxrstn.parallel --gpus 0,1,2,3            (one stage per GPU)
 
 DVC runs one stage at a time, but documents that separate `dvc repro` processes may run
@@ -78,8 +78,9 @@ def by_priority(ready: list[str], order: list[str], priority: dict[str, int]) ->
 def default_jobs(params: dict, cores: int | None = None) -> int:
     """Stages at once that fill the cores without oversubscribing them: cores divided by the
     torch threads a stage uses (`train.threads`, `detector.threads`; 0 means all cores).
-    On the default 2-core machine with 2 threads per stage that is 1: one stage at a time
-    already uses both cores."""
+    The default profile trains with one thread per stage, so every core runs a stage:
+    measured on a 2-core machine, two single-threaded runs side by side finished in the time
+    of one two-threaded run (docs/performance.md)."""
     cores = cores or os.cpu_count() or 1
     threads = [int(params[section].get("threads") or cores) for section in ("train", "detector")]
     return max(1, cores // max(threads))
@@ -186,10 +187,10 @@ def main() -> None:
     try:
         results = run_parallel(jobs, args.targets or None, gpus=gpus)
     except (RuntimeError, ValueError) as error:
-        sys.exit(f"repro-parallel: {error}")
+        sys.exit(f"repro: {error}")
     ran = sum(r["ran"] for r in results.values())
     print(
-        f"repro-parallel: {ran} of {len(results)} stages ran, {jobs} at a time, "
+        f"repro: {ran} of {len(results)} stages ran, {jobs} at a time, "
         f"in {time.perf_counter() - started:.0f} s"
     )
 
