@@ -2,6 +2,7 @@
 label frequencies of the paper's Table I, determinism for any worker count."""
 
 import hashlib
+import importlib.util
 import json
 import os
 import re
@@ -370,14 +371,12 @@ SIMD_SIZES = {
     "montgomery_size": [300, 366],
     "shenzhen_size": [300, 294],
 }
-# An AVX2 machine, emulated: every library that dispatches on the CPU held to AVX2.
-AVX2_MACHINE = {
-    "NPY_DISABLE_CPU_FEATURES": "X86_V4 AVX512_ICL AVX512_SPR",
-    "ATEN_CPU_CAPABILITY": "avx2",
-    "ONEDNN_MAX_CPU_ISA": "AVX2",
-    "OPENCV_CPU_DISABLE": "AVX512_SKX,AVX512_COMMON,AVX512_KNL,AVX512_KNM,AVX512_CNL,AVX512_CLX",
-    "OPENBLAS_CORETYPE": "Haswell",
-}
+# An AVX2 machine, emulated as bench/simd.py does: every library that dispatches on the CPU
+# held to AVX2.
+_spec = importlib.util.spec_from_file_location("simd", Path(__file__).parents[1] / "bench/simd.py")
+_simd = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(_simd)
+AVX2_MACHINE = _simd.SETTINGS["avx2"]
 GENERATE = """
 import json, sys
 from cxrstn.runtime import configure_tools
@@ -391,7 +390,7 @@ print(json.dumps(umath.__cpu_features__["X86_V4"]))
 
 def _generate_under(env_changes: dict, root: Path) -> bool:
     """Write the phantom in a fresh process with `env_changes`; whether AVX-512 was used."""
-    env = {k: v for k, v in os.environ.items() if k not in AVX2_MACHINE} | env_changes
+    env = {k: v for k, v in os.environ.items() if k not in _simd.CLEARED} | env_changes
     params = json.dumps(TINY | SIMD_SIZES)
     done = subprocess.run(
         [sys.executable, "-c", GENERATE, params, str(root)],
