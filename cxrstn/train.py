@@ -205,7 +205,8 @@ def setup(
     device = start(world, choose_device(train["device"]))
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # fixed input sizes: let cuDNN pick its kernels
-    torch.manual_seed(train["seed"])
+    seed = run_seed(train["seed"], config["fold"])
+    torch.manual_seed(seed)
 
     model = build_model(config["setting"], classifier, config["stn"])
     fingerprint = data_fingerprint(store, frame)
@@ -237,8 +238,8 @@ def setup(
     )
     val_set = ImageDataset(store, val_rows["path"].tolist(), val_rows["label"].tolist(), side=side)
     generators = {  # the same sampler stream in every process, its own augmentation stream
-        "sampler": torch.Generator().manual_seed(train["seed"]),
-        "loader": torch.Generator().manual_seed(train["seed"] + 1 + world.rank),
+        "sampler": torch.Generator().manual_seed(seed),
+        "loader": torch.Generator().manual_seed(seed + 1 + world.rank),
     }
     sampler = balanced_sampler(train_set.labels, generators["sampler"])
     train_loader = _loader(
@@ -269,6 +270,14 @@ def setup(
         world=world,
         train_model=train_model,
     )
+
+
+def run_seed(seed: int, fold: int) -> int:
+    """The seed of fold `fold`'s run under `train.seed`: one per fold, the same for every
+    setting. A seed shared by all folds gives every fold the same initial weights, so the
+    folds' AUCs rise and fall together and their mean moves with the seed as much as one
+    fold does; the settings of a fold share it so that they differ only in the window."""
+    return int(np.random.SeedSequence([seed, fold]).generate_state(1)[0])
 
 
 def resume(run: Run, path: Path) -> Progress:

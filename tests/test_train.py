@@ -176,6 +176,24 @@ def test_training_takes_the_fast_cpu_path(data):
     assert batch.is_contiguous(memory_format=torch.channels_last)
 
 
+def test_each_fold_starts_from_its_own_weights_and_every_setting_of_a_fold_from_the_same(data):
+    """One seed per (train.seed, fold): folds are independent draws of the initialisation,
+    so their mean averages its luck out; a fold's settings share it (the identity test)."""
+    store, frame = data
+
+    def first_conv(**changes) -> torch.Tensor:
+        run = train_module.setup(CONFIG | changes, store, frame, None)
+        return run.model.vgg.features[0].weight.detach().clone()
+
+    fold0 = first_conv()
+    assert torch.equal(fold0, first_conv())
+    assert not torch.equal(fold0, first_conv(fold=1))
+    assert not torch.equal(fold0, first_conv(train=CONFIG["train"] | {"seed": 1}))
+    stn = train_module.setup(CONFIG | {"setting": "stn", "stn": STN}, store, frame, None)
+    assert torch.equal(stn.model.classifier.vgg.features[0].weight, fold0)
+    assert len({train_module.run_seed(s, f) for s in range(3) for f in range(5)}) == 15
+
+
 def run_stage(
     setting: str,
     tmp_path: Path,
