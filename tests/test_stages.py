@@ -1,6 +1,7 @@
 """The front stages run as users run them (`python stages/<name>.py` in a project folder),
 on a hand-made CheXpert folder with broken files in it."""
 
+import hashlib
 import json
 import os
 import signal
@@ -94,6 +95,18 @@ def test_front_stages_exclude_broken_images_and_report_them(tmp_path):
     store = ImageStore(cwd / "data/resized")
     assert len(store) == 8
     assert store[next(p for p in store.paths if "patient00007" in p)].mean() > 200
+    # the bytes of every original read, which the crop stage depends on instead of the folder
+    originals = pd.read_csv(cwd / "data/originals.csv", dtype={"sha256": str})
+    assert len(originals) == 12
+    for row in originals.itertuples():
+        file = chexpert.parent / row.path
+        if "patient00002" in row.path:  # missing: no size, no hash
+            assert pd.isna(row.bytes) and pd.isna(row.sha256)
+            continue
+        assert row.bytes == file.stat().st_size
+        assert row.sha256 == hashlib.sha256(file.read_bytes()).hexdigest()
+    empty = originals[originals["path"].str.contains("patient00001")].iloc[0]
+    assert empty["sha256"] == hashlib.sha256(b"").hexdigest()
     folds = pd.read_csv(cwd / "data/folds.csv")
     assert len(folds) == 8  # unreadable images never reach a fold
     assert json.loads((cwd / "reports/split.json").read_text())["left_out_unreadable"] == 4
