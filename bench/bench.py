@@ -29,6 +29,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import runpy
 import subprocess
 import sys
 import tempfile
@@ -128,6 +129,40 @@ def _fast_area_task(args: tuple[Path, int]) -> np.ndarray:
     return fast_area(*args)
 
 
+def draft_decode(path: Path, size: int) -> tuple[int, int]:
+    """The decode floor: libjpeg-turbo's DCT-scaled decode alone (Pillow draft mode, the
+    scale `read_image` picks), no conversion, no resize. Returns the decoded size."""
+    with Image.open(path) as image:
+        image.draft("L", (size, size))
+        image.load()
+        return image.size
+
+
+def _draft_task(args: tuple[Path, int]) -> tuple[int, int]:
+    return draft_decode(*args)
+
+
+_STAGE_LOAD = None
+
+
+def _stage_task(args: tuple[Path, int]):
+    """One image as the resize stage does it: stages/resize.py's own `load_resized`
+    (decode, resize, and the file's sha256 for data/originals.csv)."""
+    global _STAGE_LOAD
+    if _STAGE_LOAD is None:
+        _STAGE_LOAD = runpy.run_path(str(ROOT / "stages" / "resize.py"))["load_resized"]
+    return _STAGE_LOAD(*args)
+
+
+def pool_rate(pool, workers: int, task, files: list[Path], size: int) -> float:
+    """Images/s of `task` over `files` in a started pool of `workers` processes (each
+    warmed up on one image first)."""
+    pool.map(task, [(files[0], size)] * workers, chunksize=1)
+    started = time.perf_counter()
+    pool.map(task, [(p, size) for p in files], chunksize=2)
+    return len(files) / (time.perf_counter() - started)
+
+
 def own_jpegs(folder: str, count: int) -> list[Path]:
     """The first `count` JPEGs under `folder` (sorted paths), for (a) on real files."""
     files = sorted(Path(folder).rglob("*.jp*g"))[:count]
@@ -157,15 +192,23 @@ def bench_resize(files: list[Path], size: int, workers: int) -> dict:
         seconds = timed(lambda f=function: [f(p, size) for p in files])
         rate[name] = len(files) / seconds
     with Pool(workers) as pool:  # started first: the stage amortises it over every image
-        pool.map(_fast_area_task, [(files[0], size)] * workers, chunksize=1)
-        started = time.perf_counter()
-        pool.map(_fast_area_task, [(p, size) for p in files], chunksize=2)
-        seconds = time.perf_counter() - started
-    name = f"draft decode + OpenCV area, {workers} processes (resize stage)"
-    rate[name] = len(files) / seconds
+        rate[f"draft decode + OpenCV area, {workers} processes"] = pool_rate(
+            pool, workers, _fast_area_task, files, size
+        )
+        stage = pool_rate(pool, workers, _stage_task, files, size)
+        floor = pool_rate(pool, workers, _draft_task, files, size)
+    rate[f"the resize stage's load_resized (+ sha256), {workers} processes"] = stage
     base = next(iter(rate.values()))
     for name, value in rate.items():
         line(name, value, "img/s", None if value == base else base)
+    per_core = len(files) / timed(lambda: [draft_decode(p, size) for p in files])
+    line("decode floor: draft decode alone, 1 process", per_core, "img/s", base)
+    line(f"decode floor: draft decode alone, {workers} processes", floor, "img/s", base)
+    print(
+        f"  the resize stage reaches {stage / floor:.0%} of the decode floor on {workers} "
+        f"cores (target: at least 90 %), {stage / per_core / workers:.0%} of {workers} x the "
+        f"one-core floor"
+    )
     differences = [
         np.abs(full_area(p, size).astype(int) - fast_area(p, size).astype(int)) for p in files[:8]
     ]

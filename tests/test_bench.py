@@ -3,6 +3,7 @@ are asserted, only that each measurement runs and reports what it says)."""
 
 import importlib.util
 import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +18,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def _bench():
     spec = importlib.util.spec_from_file_location("bench", ROOT / "bench" / "bench.py")
     module = importlib.util.module_from_spec(spec)
+    sys.modules["bench"] = module  # so that pool workers find its functions by name
     spec.loader.exec_module(module)
     return module
 
@@ -64,6 +66,23 @@ def test_resize_bench_takes_your_own_jpegs_and_describes_them(tmp_path):
         bench.own_jpegs(str(tmp_path / "a" / "empty"), 2)
 
 
+def test_resize_bench_measures_the_stage_against_the_decode_floor(tmp_path, capsys):
+    bench = _bench()
+    rng = np.random.default_rng(0)
+    files = []
+    for index in range(4):
+        files.append(tmp_path / f"{index}.jpg")
+        Image.fromarray(rng.integers(0, 256, (200, 160), dtype=np.uint8)).save(files[-1])
+    assert bench.draft_decode(files[0], 64) == (80, 100)  # DCT-scaled by 1/2, not resized
+    image, reason, nbytes, digest = bench._stage_task((files[0], 32))  # the stage's own code
+    assert image.shape == (32, 32) and reason is None and nbytes == files[0].stat().st_size
+    rates = bench.bench_resize(files, 32, workers=1)
+    assert "the resize stage's load_resized (+ sha256), 1 processes" in rates
+    out = capsys.readouterr().out
+    assert "decode floor: draft decode alone, 1 process" in out
+    assert "of the decode floor on 1 cores (target: at least 90 %)" in out
+
+
 def test_decoding_dataset_gives_the_store_s_augmented_tensors(tmp_path):
     bench = _bench()
     path = tmp_path / "a.jpg"
@@ -93,8 +112,6 @@ def test_gpu_bench_without_a_gpu_says_so():
 
 
 def _seeds():
-    import sys
-
     sys.path.insert(0, str(ROOT / "bench"))
     spec = importlib.util.spec_from_file_location("seeds", ROOT / "bench" / "seeds.py")
     module = importlib.util.module_from_spec(spec)
