@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from sklearn.metrics import roc_auc_score
 from torch import nn
 
-from cxrstn.models import STN, STModule, build_model
+from cxrstn.models import STN, STModule, build_model, sample_window
 from cxrstn.roi import iou, stn_window
 from cxrstn.train import _param_groups, adam
 
@@ -276,3 +276,108 @@ def verdict(result: dict) -> dict[str, tuple[float, bool]]:
         "r_y": stn["r_y"],
     }
     return {k: (round(v, 4), bool(v >= PASS[k])) for k, v in values.items()}
+
+
+def learn_windows_from_boxes(
+    recipe: Recipe, task: Task, steps: int, seed: int = 0, n_test: int = 500, lr: float = 1e-3
+) -> dict:
+    """Train the ST module alone to predict each target's window (mean squared error on
+    (sx, sy, tx, ty)), and measure how its windows frame held-out targets (`attention`).
+
+    A diagnostic, not the method: it uses the boxes the STN never sees. It separates the
+    module's capacity (can its localization net and head map a canvas to the target's
+    place?) from the learning signal the classification loss gives it.
+    """
+    torch.manual_seed(seed)
+    st = build("stn", recipe).st
+    optimizer = torch.optim.Adam(st.parameters(), lr=lr)
+    rng = np.random.default_rng(seed)
+    for _ in range(steps):
+        images, _, boxes = make_images(rng, recipe.batch, task)
+        loss = F.mse_loss(st.params(images), window_params(boxes))
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+    images, _, boxes = make_images(np.random.default_rng(seed + 1_000_003), n_test, task)
+    st.eval()
+    with torch.no_grad():
+        params = st.params(images).numpy()
+    return attention(params, boxes) | {"mse": float(loss.item())}
+
+
+def random_windows(rng: np.random.Generator, n: int, sides: tuple[float, float]) -> torch.Tensor:
+    """`n` square windows (sx = sy, tx, ty) of a side drawn from `sides`, anywhere on the canvas."""
+    s = rng.uniform(*sides, (n, 1)).repeat(2, 1)
+    t = (1 - s) * rng.uniform(-1, 1, (n, 2))
+    return torch.from_numpy(np.concatenate([s, t], 1)).float()
+
+
+def train_on_random_windows(
+    recipe: Recipe, task: Task, steps: int, sides=(0.2, 0.5), seed: int = 0, norm: str = "batch"
+) -> nn.Module:
+    """The classifier alone, trained on random windows of the canvas (`random_windows`), so
+    that it reads the target wherever a window shows it (for `probe_window_gradient`)."""
+    torch.manual_seed(seed)
+    model = build_model("baseline", classifier_params(recipe) | {"norm": norm})
+    optimizer = adam(_param_groups(model, recipe.lr, None), torch.device("cpu"))
+    rng, windows = np.random.default_rng(seed), np.random.default_rng(seed + 7)
+    for _ in range(steps):
+        images, labels, _ = make_images(rng, recipe.batch, task)
+        params = random_windows(windows, len(images), sides)
+        loss = F.binary_cross_entropy_with_logits(
+            model(sample_window(images, params, recipe.input_size)), labels
+        )
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+    return model.eval()
+
+
+def probe_window_gradient(
+    classifier: nn.Module,
+    task: Task,
+    side: float = 0.45,
+    shift: float = 0.15,
+    n: int = 500,
+    seed: int = 0,
+    input_size: int = 32,
+) -> dict:
+    """Does the classification loss tell a centred window of `side` where the target is?
+
+    For each test image, two answers: the loss's gradient through the sampler with
+    respect to (tx, ty), and the loss with the window moved by `shift` towards the target
+    against moved away from it (finite differences). Returns the share of images whose
+    -gradient points towards the target, per axis, among those with a nonzero gradient;
+    the share with a zero gradient (the classifier's output does not depend on the
+    window's content there); and the share whose loss is lower towards the target, among
+    images with the target partly in view (5-95 % of it inside the window).
+    """
+    images, labels, boxes = make_images(np.random.default_rng(seed + 1_000_003), n, task)
+    direction = np.sign(window_params(boxes).numpy()[:, 2:])
+    params = torch.tensor([[side, side, 0.0, 0.0]]).repeat(n, 1).requires_grad_(True)
+    loss = F.binary_cross_entropy_with_logits(
+        classifier(sample_window(images, params, input_size)), labels, reduction="sum"
+    )
+    gradient = torch.autograd.grad(loss, params)[0][:, 2:].numpy()
+    nonzero = (gradient != 0).all(axis=1)
+    towards = np.sign(-gradient) == direction
+
+    @torch.no_grad()
+    def loss_at(offset: np.ndarray) -> np.ndarray:
+        moved = torch.cat([torch.full((n, 2), side), torch.from_numpy(offset).float()], 1)
+        logits = classifier(sample_window(images, moved, input_size))
+        return F.binary_cross_entropy_with_logits(logits, labels, reduction="none").numpy()
+
+    lower = loss_at(shift * direction) < loss_at(-shift * direction)
+    window = stn_window(side, side, 0.0, 0.0)
+    inside = np.clip(
+        np.minimum(window[2:], boxes[:, 2:]) - np.maximum(window[:2], boxes[:, :2]), 0, None
+    ).prod(axis=1) / ((boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1]))
+    partly = (inside > 0.05) & (inside < 0.95)
+    return {
+        "zero_gradient": float(1 - nonzero.mean()),
+        "gradient_towards_x": float(towards[nonzero, 0].mean()),
+        "gradient_towards_y": float(towards[nonzero, 1].mean()),
+        "partly_in_view": float(partly.mean()),
+        "loss_lower_towards": float(lower[partly].mean()),
+    }
