@@ -8,7 +8,7 @@ classifier on the whole canvas, on the target's own box (the oracle: what a perf
 window gives) and behind the ST module, each on the same stream of fresh images, and
 scores them on the same test images. Prints the AUCs, the STN's window IoU with the target
 and the Pearson r of the window's and target's centres, and the verdict; exits 1 if any
-criterion fails. About 5 minutes on 2 free cores at the default recipe.
+criterion fails. About 3 minutes on one free core at the default recipe.
 
 `--probe` measures instead why the window does not find the target (about 3 minutes):
 whether the ST module can learn each target's window when it is told the boxes

@@ -338,6 +338,16 @@ class STModule(nn.Module):
         shifts = torch.tanh(raw[..., 2:])
         return torch.cat([scales, (1 - scales) * shifts if self.keep_inside else shifts], dim=-1)
 
+    def clip(self, params: torch.Tensor) -> torch.Tensor:
+        """`params` moved into the ranges `bounded` gives (scales into `scale_range`, shifts
+        into (-1, 1), or inside the image with `keep_inside`); as they are without bounds."""
+        if self.scale_range is None:
+            return params
+        scales = params[..., :2].clamp(*self.scale_range)
+        limit = 1 - scales if self.keep_inside else torch.ones_like(scales)
+        shifts = torch.maximum(torch.minimum(params[..., 2:], limit), -limit)
+        return torch.cat([scales, shifts], dim=-1)
+
     def params(self, x: torch.Tensor) -> torch.Tensor:
         """Predict (sx, sy, tx, ty) per image, N x 4."""
         small = normalise(to_size(x, self.loc_size)).expand(-1, self.loc_channels, -1, -1)
@@ -361,20 +371,52 @@ class STModule(nn.Module):
 
 
 class STN(nn.Module):
-    """ST module followed by the classifier, trained end to end from image-level labels."""
+    """ST module followed by the classifier, trained end to end from image-level labels.
 
-    def __init__(self, classifier: Classifier, st: STModule):
+    By default the window learns through the sampler's gradient (the paper). With
+    `reinforce_sigma` = (sigma of the scales, sigma of the shifts), training instead samples
+    each image's window around the module's prediction with Gaussian noise and the module
+    learns from how the loss changes with the noise (`reinforce_term`; REINFORCE, as the
+    recurrent attention model of Mnih et al. 2014 trains its glimpses; not in the paper):
+    on the toy task the sampler's gradient points towards the target no better than chance
+    (docs/attention.md). Evaluation always uses the predicted window itself.
+    """
+
+    def __init__(
+        self,
+        classifier: Classifier,
+        st: STModule,
+        reinforce_sigma: tuple[float, float] | None = None,
+    ):
         super().__init__()
         self.classifier = classifier
         self.st = st
+        self.reinforce_sigma = reinforce_sigma
         # (sx, sy, tx, ty) of the last batch, still in the graph: a loss term on the window
-        # (the apex penalty) back-propagates through it
+        # (the apex penalty, the REINFORCE term) back-propagates through it
         self.last_params: torch.Tensor | None = None
+        self.last_noise: torch.Tensor | None = None  # the last training batch's noise / sigma^2
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        transformed, params = self.st(x)
-        self.last_params = params
-        return self.classifier(transformed)
+        x = self.st.sample_input(x)
+        params = self.st.params(x)
+        self.last_params, self.last_noise, window = params, None, params
+        if self.training and self.reinforce_sigma is not None:
+            sigma_s, sigma_t = self.reinforce_sigma
+            sigma = params.new_tensor([sigma_s, sigma_s, sigma_t, sigma_t])
+            noise = torch.randn_like(params) * sigma
+            window = self.st.clip(params.detach() + noise)
+            self.last_noise = noise / sigma**2
+        return self.classifier(sample_window(x, window, self.st.output_size))
+
+    def reinforce_term(self, losses: torch.Tensor) -> torch.Tensor | float:
+        """The surrogate whose gradient is the REINFORCE estimate of d mean(loss) / d window
+        for the last training batch (`losses`: one per image): each image's noise, weighted
+        by how much its loss exceeds the batch's mean. 0 without `reinforce_sigma`."""
+        if self.last_noise is None:
+            return 0.0
+        advantage = (losses - losses.mean()).detach()[:, None]
+        return (advantage * self.last_noise * self.last_params).sum(dim=1).mean()
 
 
 def build_model(setting: str, classifier: dict, stn: dict | None = None) -> nn.Module:
@@ -418,7 +460,8 @@ def build_model(setting: str, classifier: dict, stn: dict | None = None) -> nn.M
             sample_size=classifier.get("sample_size"),
             keep_inside=stn.get("keep_inside", False),
         )
-    return STN(model, st)
+    sigma = stn.get("reinforce_sigma")
+    return STN(model, st, tuple(sigma) if sigma else None)
 
 
 def load_warm_start(model: STN, path: str | os.PathLike) -> None:

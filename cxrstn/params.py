@@ -215,6 +215,9 @@ class Stn(Section):
     warmup_epochs: Count
     apex_weight: Annotated[float, Field(ge=0)]
     apex_c: Annotated[float, Field(gt=0)]
+    reinforce_sigma: (
+        Annotated[list[Annotated[float, Field(gt=0)]], Field(min_length=2, max_length=2)] | None
+    )
 
 
 class Train(Section):

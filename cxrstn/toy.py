@@ -4,9 +4,9 @@ The classic check of a spatial transformer (Jaderberg et al. 2015, cluttered MNI
 the paper), made of drawn shapes so that it needs no data: a small framed target at a
 random place in a larger canvas, among clutter. The target holds a few tiny glyphs, all
 "+" (label 0) or all "x" (label 1); clutter is glyphs of both kinds and loose line
-segments (fragments of frames) outside the target. A glyph is 5 px wide and drawn with
-1-px strokes, so shrinking the whole canvas to the classifier's input (4x) blurs "+" and
-"x" into near-identical blobs, while a window zoomed on the target shows them 1:1.
+segments (fragments of frames) outside the target. A glyph is 3 px wide and drawn with
+1-px strokes, so shrinking the whole canvas to the classifier's input (4x) turns "+" and
+"x" into the same faint dot, while a window zoomed on the target shows them 1:1.
 
 Everything is seeded: a training stream draws fresh images from its own generator, and
 the test images come from another. `check` trains the three models the bench compares
@@ -35,8 +35,8 @@ class Task:
     """The canvas: its side, the target's side range, glyph and clutter counts, noise."""
 
     canvas: int = 128
-    target: tuple[int, int] = (30, 34)  # side range of the framed target, px
-    half: int = 2  # a glyph is (2 half + 1) px square
+    target: tuple[int, int] = (40, 44)  # side range of the framed target, px
+    half: int = 1  # a glyph is (2 half + 1) px square
     glyphs: int = 4  # glyphs inside the target, all of the image's class
     clutter: int = 6  # glyphs of either class outside the target
     segments: int = 4  # loose line segments (6-15 px) anywhere
@@ -140,18 +140,23 @@ def attention(params: np.ndarray, boxes: np.ndarray) -> dict[str, float]:
 @dataclass(frozen=True)
 class Recipe:
     """The models and how they learn; the defaults are the best recipe measured (see the
-    bench script and issue 20 for what else was tried)."""
+    bench script and docs/attention.md for what else was tried)."""
 
     input_size: int = 32  # the classifier's input side: the canvas shrinks 4x into it
     width: float = 0.125
+    norm: str = "batch"  # classifier.norm, as the default run
     batch: int = 32
     steps: int = 1200  # training steps of each model (fresh images each step)
     lr: float = 2e-4  # classifier (classifier.lr)
     oracle_steps: int = 300  # the oracle (the ceiling) learns within a few hundred
+    # the STN's first steps (out of `steps`) train its classifier alone on random windows
+    # (side in `warm_sides`, anywhere), so that it reads the target wherever a window shows it
+    warm_steps: int = 400
+    warm_sides: tuple[float, float] = (0.2, 0.5)
     stn: dict = field(
         default_factory=lambda: {
-            "sx_init": 0.6,  # start zoomed: targets are cut off often, which is where a
-            "sy_init": 0.6,  # translation gradient comes from
+            "sx_init": 0.45,  # start zoomed: a window that cuts the target off is where
+            "sy_init": 0.45,  # the loss says which way to move
             "tx_init": 0.0,
             "ty_init": 0.0,
             "scale_range": (0.2, 1.0),
@@ -160,8 +165,11 @@ class Recipe:
             "loc_channels": (8, 16, 32, 32),
             "loc_hidden": 64,
             "loc_norm": True,
-            "lr": 3e-4,  # the loc net's last layer (stn.lr); 1e-3 and 3e-3 collapse
-            "loc_lr": 1e-4,  # the loc net below it (stn.loc_lr)
+            "lr": 5e-4,  # the loc net's last layer (stn.lr); 1e-3 collapses
+            "loc_lr": 3e-4,  # the loc net below it (stn.loc_lr)
+            # the window learns from the loss of jittered windows (stn.reinforce_sigma):
+            # through the sampler's gradient it does not find the target
+            "reinforce_sigma": (0.05, 0.15),
         }
     )
 
@@ -173,6 +181,7 @@ def classifier_params(recipe: Recipe) -> dict:
         "input_size": recipe.input_size,
         "dropout": 0.0,
         "in_channels": 1,
+        "norm": recipe.norm,
     }
 
 
@@ -192,7 +201,8 @@ def build(setting: str, recipe: Recipe) -> nn.Module:
         scale_range=tuple(s["scale_range"]) if s.get("scale_range") else None,
         keep_inside=s.get("keep_inside", False),
     )
-    return STN(model, st)
+    sigma = s.get("reinforce_sigma")
+    return STN(model, st, tuple(sigma) if sigma else None)
 
 
 def _inputs(setting: str, images: torch.Tensor, boxes: np.ndarray, size: int) -> torch.Tensor:
@@ -220,22 +230,31 @@ def evaluate(model: nn.Module, setting: str, test, size: int, batch: int = 250) 
 
 def train(setting: str, recipe: Recipe, task: Task, seed: int, log=None) -> nn.Module:
     """`recipe.steps` Adam steps on fresh images (`setting`: whole, oracle or stn), with the
-    project's parameter groups (`stn.lr`, `stn.loc_lr`) and Adam."""
+    project's parameter groups (`stn.lr`, `stn.loc_lr`), Adam and training loss (BCE, and
+    for the STN its `reinforce_term`). The STN's first `recipe.warm_steps` train its
+    classifier alone on random windows, with the ST module held."""
     torch.manual_seed(seed)
     model = build("stn" if setting == "stn" else "baseline", recipe)
     stn = dict(recipe.stn) if setting == "stn" else None
     optimizer = adam(_param_groups(model, recipe.lr, stn), torch.device("cpu"))
-    rng = np.random.default_rng(seed)
+    rng, windows = np.random.default_rng(seed), np.random.default_rng(seed + 7)
     steps = recipe.oracle_steps if setting == "oracle" else recipe.steps
     for step in range(1, steps + 1):
         images, labels, boxes = make_images(rng, recipe.batch, task)
-        logits = model(_inputs(setting, images, boxes, recipe.input_size))
-        loss = F.binary_cross_entropy_with_logits(logits, labels)
+        if setting == "stn" and step <= recipe.warm_steps:
+            held = random_windows(windows, len(images), recipe.warm_sides)
+            logits = model.classifier(sample_window(images, held, recipe.input_size))
+        else:
+            logits = model(_inputs(setting, images, boxes, recipe.input_size))
+        losses = F.binary_cross_entropy_with_logits(logits, labels, reduction="none")
+        loss = losses.mean()
+        if setting == "stn" and step > recipe.warm_steps:
+            loss = loss + model.reinforce_term(losses)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
         if log and step % 100 == 0:
-            log(f"{setting} step {step}: loss {loss.item():.3f}")
+            log(f"{setting} step {step}: loss {losses.mean().item():.3f}")
     return model
 
 
@@ -313,12 +332,12 @@ def random_windows(rng: np.random.Generator, n: int, sides: tuple[float, float])
 
 
 def train_on_random_windows(
-    recipe: Recipe, task: Task, steps: int, sides=(0.2, 0.5), seed: int = 0, norm: str = "batch"
+    recipe: Recipe, task: Task, steps: int, sides=(0.2, 0.5), seed: int = 0
 ) -> nn.Module:
     """The classifier alone, trained on random windows of the canvas (`random_windows`), so
     that it reads the target wherever a window shows it (for `probe_window_gradient`)."""
     torch.manual_seed(seed)
-    model = build_model("baseline", classifier_params(recipe) | {"norm": norm})
+    model = build_model("baseline", classifier_params(recipe))
     optimizer = adam(_param_groups(model, recipe.lr, None), torch.device("cpu"))
     rng, windows = np.random.default_rng(seed), np.random.default_rng(seed + 7)
     for _ in range(steps):

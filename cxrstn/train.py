@@ -314,14 +314,14 @@ def train_epoch(run: Run, epoch: int) -> float:
         images, labels = _to_device(images, run.device), labels.to(run.device)
         with _autocast(run.device, run.config["train"]["amp"]):
             logits = run.train_model(images)
-        loss = F.binary_cross_entropy_with_logits(logits.float(), labels)
-        loss = loss + _apex_penalty(run)
+        losses = F.binary_cross_entropy_with_logits(logits.float(), labels, reduction="none")
+        loss = losses.mean() + _apex_penalty(run)
         if not torch.isfinite(loss):
             raise FloatingPointError(
                 f"{run.name}: training loss is {loss.item()} in epoch {epoch}; lower classifier.lr"
             )
         run.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        (loss + _reinforce_term(run, losses)).backward()
         run.optimizer.step()
         loss_sum += loss.item() * len(labels)
         seen += len(labels)
@@ -412,6 +412,12 @@ def _freeze_st(run: Run, epoch: int) -> None:
         learning = epoch > run.config["stn"]["warmup_epochs"]
         for parameter in run.model.st.parameters():
             parameter.requires_grad_(learning)
+
+
+def _reinforce_term(run: Run, losses: torch.Tensor) -> torch.Tensor | float:
+    """With `stn.reinforce_sigma`, the term that trains the window from the loss of each
+    image's jittered window (`STN.reinforce_term`); not part of the reported loss."""
+    return run.model.reinforce_term(losses) if isinstance(run.model, STN) else 0.0
 
 
 def _apex_penalty(run: Run) -> torch.Tensor | float:

@@ -88,3 +88,42 @@ def test_forward_gradient_reaches_the_localization_net_when_shrinking():
     out.square().mean().backward()
     for name, parameter in st.named_parameters():
         assert parameter.grad is not None and parameter.grad.abs().sum() > 0, name
+
+
+def test_clip_moves_windows_into_the_ranges_bounded_gives():
+    st = _module(init=(0.5, 0.5, 0, 0), scale_range=(0.2, 1.0), keep_inside=True)
+    params = torch.tensor([[1.3, 0.05, 0.9, -2.0], [0.5, 0.5, 0.1, -0.2]])
+    clipped = st.clip(params)
+    assert torch.allclose(clipped[0], torch.tensor([1.0, 0.2, 0.0, -0.8]))
+    assert torch.equal(clipped[1], params[1])  # already inside: unchanged
+    assert torch.equal(_module(init=(1, 1, 0, 0)).clip(params), params)  # no bounds
+
+
+def test_reinforce_jitters_training_windows_and_its_term_is_the_score_function_gradient():
+    """Training samples each window around the prediction; the term's gradient with respect
+    to the predicted (sx, sy, tx, ty) is (loss - mean loss) * noise / sigma^2 per image, over
+    the batch; evaluation uses the prediction itself."""
+    from cxrstn.models import STN, Classifier, sample_window
+
+    torch.manual_seed(0)
+    st = STModule(32, (0.5, 0.5, 0, 0), loc_size=32, scale_range=(0.2, 1.0), keep_inside=True)
+    model = STN(Classifier(0.125, 32, 0.0), st, reinforce_sigma=(0.05, 0.2))
+    images = torch.rand(6, 1, 64, 64)
+    model.train()
+    torch.manual_seed(1)
+    model(images)
+    torch.manual_seed(1)
+    model(images)  # the same draw: the jitter comes from torch's seeded generator
+    noise = model.last_noise * torch.tensor([0.05, 0.05, 0.2, 0.2]) ** 2
+    assert noise.abs().max() > 0 and noise[:, 2:].std() > 2 * noise[:, :2].std()
+    losses = torch.arange(6.0)
+    params = model.last_params
+    (gradient,) = torch.autograd.grad(model.reinforce_term(losses), params)
+    sigma2 = torch.tensor([0.05, 0.05, 0.2, 0.2]) ** 2
+    expected = (losses - losses.mean())[:, None] * noise / sigma2 / 6
+    assert torch.allclose(gradient, expected, atol=1e-5)
+    model.eval()
+    out = model(images)
+    assert model.last_noise is None and model.reinforce_term(losses) == 0.0
+    plain = model.classifier(sample_window(images, st.params(images), 32))
+    assert torch.allclose(out, plain)
