@@ -1,7 +1,7 @@
 """Does the ST module learn per-image attention on a task made to need it? (issue 20, item 1)
 
     python bench/stn_toy.py [--threads 1] [--steps N] [--seed 0] [--no-oracle] [--json PATH]
-                            [--half 2] [--probe]
+                            [--half 1] [--target 40 44] [--probe]
 
 Trains, with the project's classifier, ST module and Adam groups (`cxrstn.toy`), the
 classifier on the whole canvas, on the target's own box (the oracle: what a perfect
@@ -14,8 +14,8 @@ criterion fails. About 3 minutes on one free core at the default recipe.
 whether the ST module can learn each target's window when it is told the boxes
 (`toy.learn_windows_from_boxes`), and whether the classification loss of a classifier
 that reads the target in any window points a centred window towards it, through the
-sampler's gradient and by finite differences (`toy.probe_window_gradient`). `--half 1`
-draws 3 px glyphs, which the whole canvas at 4x shrink cannot read.
+sampler's gradient and by finite differences (`toy.probe_window_gradient`). `--half` and
+`--target` change the glyphs' half-side and the target's side range.
 """
 
 from __future__ import annotations
@@ -41,10 +41,13 @@ def main(argv=None) -> int:
     parser.add_argument("--no-oracle", action="store_true", help="skip the oracle classifier")
     parser.add_argument("--json", type=Path, help="write the whole result here")
     parser.add_argument("--half", type=int, default=toy.Task().half, help="glyph half-side")
+    parser.add_argument(
+        "--target", type=int, nargs=2, default=toy.Task().target, help="target side range, px"
+    )
     parser.add_argument("--probe", action="store_true", help="measure the learning signal")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
-    task = replace(toy.Task(), half=args.half)
+    task = replace(toy.Task(), half=args.half, target=tuple(args.target))
     if args.probe:
         return probe(task, args.seed)
     recipe = toy.Recipe() if args.steps is None else replace(toy.Recipe(), steps=args.steps)

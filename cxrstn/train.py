@@ -314,14 +314,14 @@ def train_epoch(run: Run, epoch: int) -> float:
         images, labels = _to_device(images, run.device), labels.to(run.device)
         with _autocast(run.device, run.config["train"]["amp"]):
             logits = run.train_model(images)
-        losses = F.binary_cross_entropy_with_logits(logits.float(), labels, reduction="none")
-        loss = losses.mean() + _apex_penalty(run)
+        loss = F.binary_cross_entropy_with_logits(logits.float(), labels)
+        loss = loss + _apex_penalty(run)
         if not torch.isfinite(loss):
             raise FloatingPointError(
                 f"{run.name}: training loss is {loss.item()} in epoch {epoch}; lower classifier.lr"
             )
         run.optimizer.zero_grad(set_to_none=True)
-        (loss + _reinforce_term(run, losses)).backward()
+        (loss + _reinforce_term(run, logits, labels)).backward()
         run.optimizer.step()
         loss_sum += loss.item() * len(labels)
         seen += len(labels)
@@ -414,10 +414,15 @@ def _freeze_st(run: Run, epoch: int) -> None:
             parameter.requires_grad_(learning)
 
 
-def _reinforce_term(run: Run, losses: torch.Tensor) -> torch.Tensor | float:
+def _reinforce_term(run: Run, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor | float:
     """With `stn.reinforce_sigma`, the term that trains the window from the loss of each
-    image's jittered window (`STN.reinforce_term`); not part of the reported loss."""
-    return run.model.reinforce_term(losses) if isinstance(run.model, STN) else 0.0
+    image's jittered window (`STN.reinforce_term`); not part of the reported loss. Without
+    it nothing is computed, so the training is bit for bit what it was before the option."""
+    if not isinstance(run.model, STN) or run.model.last_noise is None:
+        return 0.0
+    with torch.no_grad():
+        losses = F.binary_cross_entropy_with_logits(logits.float(), labels, reduction="none")
+    return run.model.reinforce_term(losses)
 
 
 def _apex_penalty(run: Run) -> torch.Tensor | float:
