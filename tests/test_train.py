@@ -484,3 +484,30 @@ def test_yolo_stage_without_any_confident_training_crop_says_why(data, tmp_path,
     crops.assign(conf=0.0, status="whole").to_csv(tmp_path / "data" / "crops.csv", index=False)
     with pytest.raises(SystemExit, match="no training image has a thorax box at crop.conf"):
         run_stage("yolo", tmp_path, monkeypatch, low_conf="drop")
+
+
+def test_the_reinforce_term_trains_the_window_only_and_only_when_asked():
+    """With stn.reinforce_sigma a training batch's term reaches the ST module and not the
+    classifier; without it, or in evaluation, there is no term at all."""
+    params = yaml.safe_load((Path(__file__).parents[1] / "params.yaml").read_text())
+    classifier = params["classifier"] | {"input_size": 32, "sample_size": 64}
+    stn = params["stn"] | {
+        "sx_init": 0.8,
+        "sy_init": 0.8,
+        "scale_range": [0.3, 1.0],
+        "keep_inside": True,
+        "reinforce_sigma": [0.05, 0.15],
+    }
+    torch.manual_seed(0)
+    model = build_model("stn", classifier, stn)
+    images, labels = torch.rand(4, 1, 64, 64), torch.tensor([0.0, 1.0, 1.0, 0.0])
+    run = SimpleNamespace(model=model)
+    model.train()
+    term = train_module._reinforce_term(run, model(images), labels)
+    term.backward()
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.st.parameters())
+    assert all(p.grad is None for p in model.classifier.parameters())
+    model.eval()
+    assert train_module._reinforce_term(run, model(images), labels) == 0.0
+    plain = build_model("stn", classifier, stn | {"reinforce_sigma": None}).train()
+    assert train_module._reinforce_term(SimpleNamespace(model=plain), plain(images), labels) == 0.0
