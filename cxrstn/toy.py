@@ -17,7 +17,7 @@ canvas, on the oracle window (the target's box; the ceiling) and behind the ST m
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
 import torch
@@ -334,22 +334,11 @@ def random_windows(rng: np.random.Generator, n: int, sides: tuple[float, float])
 def train_on_random_windows(
     recipe: Recipe, task: Task, steps: int, sides=(0.2, 0.5), seed: int = 0
 ) -> nn.Module:
-    """The classifier alone, trained on random windows of the canvas (`random_windows`), so
-    that it reads the target wherever a window shows it (for `probe_window_gradient`)."""
-    torch.manual_seed(seed)
-    model = build_model("baseline", classifier_params(recipe))
-    optimizer = adam(_param_groups(model, recipe.lr, None), torch.device("cpu"))
-    rng, windows = np.random.default_rng(seed), np.random.default_rng(seed + 7)
-    for _ in range(steps):
-        images, labels, _ = make_images(rng, recipe.batch, task)
-        params = random_windows(windows, len(images), sides)
-        loss = F.binary_cross_entropy_with_logits(
-            model(sample_window(images, params, recipe.input_size)), labels
-        )
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-    return model.eval()
+    """The classifier alone, trained on random windows of the canvas (the STN's warm-up of
+    `train`, for all `steps`), so that it reads the target wherever a window shows it (for
+    `probe_window_gradient`)."""
+    warm = replace(recipe, steps=steps, warm_steps=steps, warm_sides=sides)
+    return train("stn", warm, task, seed).classifier.eval()
 
 
 def probe_window_gradient(
