@@ -17,6 +17,10 @@ from torchvision.transforms import v2
 from cxrstn.images import ImageStore
 from cxrstn.models import source_copy
 
+# Memory for the source copies an ImageDataset keeps (per dataset, and per loader worker):
+# the default run's 643 training images at 160 px take 66 MB.
+SOURCE_CACHE_BYTES = 1 << 30
+
 
 def augmentation(rotation: float, shear: float) -> v2.RandomAffine:
     """Soft random affine: rotation in [-rotation, rotation] and x-shear in [-shear, shear] deg."""
@@ -33,7 +37,10 @@ class ImageDataset(Dataset):
     applies to a larger input (so the model's own resize then does nothing), and only
     then augmented: every setting augments at the same resolution, and augmenting 160 px
     instead of 512 px images is ~10x cheaper, which keeps the loader from being the
-    bottleneck of a CPU run.
+    bottleneck of a CPU run. The source copies are kept after their first use (up to
+    `SOURCE_CACHE_BYTES` per dataset): an image drawn again in a later epoch, or validated
+    again, skips its decode to float and its resize, which took half a training item's
+    time (1.3 of 2.4 ms at 160 px), and gets the very same tensor.
     """
 
     def __init__(
@@ -59,15 +66,26 @@ class ImageDataset(Dataset):
         self.labels = np.asarray(labels, dtype=np.int64)
         self.transform = transform
         self.side = side
+        self._sources: dict[int, torch.Tensor] = {}
+        self._max_sources = SOURCE_CACHE_BYTES // (4 * side * side) if side else 0
 
     def __len__(self) -> int:
         return len(self.paths)
 
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor, int]:
+    def source(self, index: int) -> torch.Tensor:
+        """Image `index` as float 1 x S x S in [0, 1], brought to the source copy (`side`)."""
+        if index in self._sources:
+            return self._sources[index]
         pixels = torch.tensor(self.store[self.paths[index]]).unsqueeze(0)  # copy off the memmap
         image = pixels.float().div_(255.0)
         if self.side is not None:
             image = source_copy(image[None], self.side)[0]
+            if len(self._sources) < self._max_sources:
+                self._sources[index] = image
+        return image
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor, int]:
+        image = self.source(index)
         if self.transform is not None:
             image = self.transform(image)
         return image, torch.tensor(float(self.labels[index])), index

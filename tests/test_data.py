@@ -92,3 +92,32 @@ def test_every_setting_augments_the_same_copy_the_model_would_make(tmp_path, set
     # Without classifier.sample_size every setting samples the full stored image.
     plain = build_model(setting, classifier | {"sample_size": None}, stn)
     assert input_side(plain) is None
+
+
+def test_source_copies_are_kept_up_to_the_cap_and_augmentation_leaves_them_alone(
+    tmp_path, monkeypatch
+):
+    """An image drawn again gets the source copy made at its first draw (the same values as
+    making it afresh); at most SOURCE_CACHE_BYTES of them are kept."""
+    import cxrstn.data
+
+    rng = np.random.default_rng(1)
+    paths = [f"p{i}.jpg" for i in range(4)]
+    write_store(
+        tmp_path / "s", paths, (rng.integers(0, 256, (32, 32)).astype(np.uint8) for _ in paths), 32
+    )
+    store = ImageStore(tmp_path / "s")
+    monkeypatch.setattr(cxrstn.data, "SOURCE_CACHE_BYTES", 2 * 4 * 16 * 16)  # two 16 px copies
+    torch.manual_seed(0)
+    dataset = ImageDataset(store, paths, [0, 1, 0, 1], augmentation(5, 3), side=16)
+    fresh = ImageDataset(store, paths, [0, 1, 0, 1], side=16)
+    fresh._max_sources = 0  # keeps nothing: each source copy made afresh
+    first = [dataset.source(i).clone() for i in range(4)]
+    assert sorted(dataset._sources) == [0, 1]  # the cap: two copies
+    for _ in range(3):
+        for i in range(4):
+            dataset[i]  # augmented draws
+    for i in range(4):
+        assert torch.equal(dataset.source(i), first[i])
+        assert torch.equal(fresh.source(i), first[i])
+    assert dataset.source(0) is dataset.source(0) and fresh.source(0) is not fresh.source(0)
