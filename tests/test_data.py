@@ -110,8 +110,8 @@ def test_source_copies_are_kept_up_to_the_cap_and_augmentation_leaves_them_alone
     monkeypatch.setattr(cxrstn.data, "SOURCE_CACHE_BYTES", 2 * 4 * 16 * 16)  # two 16 px copies
     torch.manual_seed(0)
     dataset = ImageDataset(store, paths, [0, 1, 0, 1], augmentation(5, 3), side=16)
-    fresh = ImageDataset(store, paths, [0, 1, 0, 1], side=16)
-    fresh._max_sources = 0  # keeps nothing: each source copy made afresh
+    monkeypatch.setattr(cxrstn.data, "SOURCE_CACHE_BYTES", 0)
+    fresh = ImageDataset(store, paths, [0, 1, 0, 1], side=16)  # keeps nothing: made afresh
     first = [dataset.source(i).clone() for i in range(4)]
     assert sorted(dataset._sources) == [0, 1]  # the cap: two copies
     for _ in range(3):
