@@ -144,6 +144,16 @@ def sample_window(
     return sampled
 
 
+def random_windows(n: int, sides: tuple[float, float], device: torch.device | None = None):
+    """`n` windows (sx, sy, tx, ty): each side drawn uniformly from `sides` (fractions of the
+    image's), the window placed uniformly anywhere on the image, wholly inside it. Drawn
+    from torch's global generator, which the training run seeds and checkpoints."""
+    low, high = sides
+    scales = low + (high - low) * torch.rand(n, 2)
+    shifts = (1 - scales) * (2 * torch.rand(n, 2) - 1)
+    return torch.cat([scales, shifts], dim=1).to(device)
+
+
 def source_copy(x: torch.Tensor, sample_size: int | None) -> torch.Tensor:
     """The copy every setting's window is sampled from: `x` shrunk to `sample_size` if larger
     (`classifier.sample_size`; None: the stored image). The data loader makes the same copy
@@ -387,24 +397,34 @@ class STN(nn.Module):
         classifier: Classifier,
         st: STModule,
         reinforce_sigma: tuple[float, float] | None = None,
+        reinforce_pairs: bool = False,
     ):
         super().__init__()
         self.classifier = classifier
         self.st = st
         self.reinforce_sigma = reinforce_sigma
+        self.reinforce_pairs = reinforce_pairs
         # (sx, sy, tx, ty) of the last batch, still in the graph: a loss term on the window
         # (the apex penalty, the REINFORCE term) back-propagates through it
         self.last_params: torch.Tensor | None = None
         self.last_noise: torch.Tensor | None = None  # the last training batch's noise / sigma^2
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, windows: torch.Tensor | None = None) -> torch.Tensor:
+        """Logits through the module's windows, or through `windows` (N x 4) when given:
+        the warm-up's random windows (`stn.warmup_sides`), which the module does not see."""
         x = self.st.sample_input(x)
+        if windows is not None:
+            self.last_params, self.last_noise = windows, None
+            return self.classifier(sample_window(x, windows, self.st.output_size))
         params = self.st.params(x)
         self.last_params, self.last_noise, window = params, None, params
         if self.training and self.reinforce_sigma is not None:
             sigma_s, sigma_t = self.reinforce_sigma
             sigma = params.new_tensor([sigma_s, sigma_s, sigma_t, sigma_t])
             noise = torch.randn_like(params) * sigma
+            if self.reinforce_pairs:  # each image twice, through mirrored windows
+                x, noise = torch.cat([x, x]), torch.cat([noise, -noise])
+                params = self.last_params = torch.cat([params, params])
             window = self.st.clip(params.detach() + noise)
             self.last_noise = noise / sigma**2
         return self.classifier(sample_window(x, window, self.st.output_size))
@@ -415,7 +435,11 @@ class STN(nn.Module):
         by how much its loss exceeds the batch's mean. 0 without `reinforce_sigma`."""
         if self.last_noise is None:
             return 0.0
-        advantage = (losses - losses.mean()).detach()[:, None]
+        if self.reinforce_pairs:  # each image's own mean: only its window's effect remains
+            baseline = losses.view(2, -1).mean(dim=0).repeat(2)
+        else:
+            baseline = losses.mean()
+        advantage = (losses - baseline).detach()[:, None]
         return (advantage * self.last_noise * self.last_params).sum(dim=1).mean()
 
 
@@ -461,7 +485,7 @@ def build_model(setting: str, classifier: dict, stn: dict | None = None) -> nn.M
             keep_inside=stn.get("keep_inside", False),
         )
     sigma = stn.get("reinforce_sigma")
-    return STN(model, st, tuple(sigma) if sigma else None)
+    return STN(model, st, tuple(sigma) if sigma else None, stn.get("reinforce_pairs", False))
 
 
 def load_warm_start(model: STN, path: str | os.PathLike) -> None:

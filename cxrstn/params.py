@@ -213,11 +213,17 @@ class Stn(Section):
     loc_lr: Annotated[float, Field(ge=0)] | None
     warm_start: Literal["none", "baseline"]
     warmup_epochs: Count
+    warmup_sides: (
+        Annotated[list[Annotated[float, Field(gt=0, le=1)]], Field(min_length=2, max_length=2)]
+        | None
+    )
     apex_weight: Annotated[float, Field(ge=0)]
     apex_c: Annotated[float, Field(gt=0)]
+    area_weight: Annotated[float, Field(ge=0)]
     reinforce_sigma: (
         Annotated[list[Annotated[float, Field(gt=0)]], Field(min_length=2, max_length=2)] | None
     )
+    reinforce_pairs: bool
 
 
 class Train(Section):
@@ -471,6 +477,14 @@ def _relations(params: dict, complete: bool) -> list[str]:
         problems.append(
             f"stn.keep_inside = true: needs stn.scale_range with high <= 1, got "
             f"{stn.get('scale_range')}"
+        )
+
+    sides = stn.get("warmup_sides")
+    if sides is not None and sides[0] > sides[1]:
+        problems.append(f"stn.warmup_sides = {sides}: must be [low, high], low <= high")
+    if sides is not None and not stn.get("warmup_epochs"):
+        problems.append(
+            f"stn.warmup_sides = {sides}: needs stn.warmup_epochs >= 1 (the epochs it applies to)"
         )
 
     augment = detector.get("augment") or {}

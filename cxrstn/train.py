@@ -36,7 +36,7 @@ from cxrstn.device import choose_device
 from cxrstn.distributed import ShardedSampler, World, local_batch_size, start, stop
 from cxrstn.images import ImageStore
 from cxrstn.io import atomic_path
-from cxrstn.models import STN, build_model, load_warm_start
+from cxrstn.models import STN, build_model, load_warm_start, random_windows
 from cxrstn.roi import coverage, iou, stn_window
 
 ST_PARAMS = ("sx", "sy", "tx", "ty")
@@ -312,10 +312,12 @@ def train_epoch(run: Run, epoch: int) -> float:
         disable=not run.world.is_main,
     ):
         images, labels = _to_device(images, run.device), labels.to(run.device)
+        held = _warmup_windows(run, epoch, len(labels))
         with _autocast(run.device, run.config["train"]["amp"]):
-            logits = run.train_model(images)
+            logits = run.train_model(images) if held is None else run.train_model(images, held)
+        labels = labels.repeat(len(logits) // len(labels))  # stn.reinforce_pairs: each twice
         loss = F.binary_cross_entropy_with_logits(logits.float(), labels)
-        loss = loss + _apex_penalty(run)
+        loss = loss + _window_penalty(run)
         if not torch.isfinite(loss):
             raise FloatingPointError(
                 f"{run.name}: training loss is {loss.item()} in epoch {epoch}; lower classifier.lr"
@@ -414,6 +416,19 @@ def _freeze_st(run: Run, epoch: int) -> None:
             parameter.requires_grad_(learning)
 
 
+def _warmup_windows(run: Run, epoch: int, n: int) -> torch.Tensor | None:
+    """With `stn.warmup_sides`, random windows for a warm-up batch of the STN: its
+    classifier then learns to read the lungs wherever a window shows them, not only in the
+    initial window, so that a window's loss later says where the lungs are (the toy task's
+    recipe, `cxrstn.toy`). None otherwise: the batch goes through the module's windows."""
+    stn = run.config["stn"]
+    if not isinstance(run.model, STN) or not stn.get("warmup_sides"):
+        return None
+    if epoch > stn["warmup_epochs"]:
+        return None
+    return random_windows(n, stn["warmup_sides"], run.device)
+
+
 def _reinforce_term(run: Run, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor | float:
     """With `stn.reinforce_sigma`, the term that trains the window from the loss of each
     image's jittered window (`STN.reinforce_term`); not part of the reported loss. Without
@@ -425,17 +440,23 @@ def _reinforce_term(run: Run, logits: torch.Tensor, labels: torch.Tensor) -> tor
     return run.model.reinforce_term(losses)
 
 
-def _apex_penalty(run: Run) -> torch.Tensor | float:
-    """`stn.apex_weight` x mean(ReLU(sx / sy - stn.apex_c)) over the batch's windows.
+def _window_penalty(run: Run) -> torch.Tensor | float:
+    """Penalties on the batch's windows, off at weight 0 (neither is in the paper):
 
-    A window much wider than high cuts the lung apices off (the authors' follow-up
-    constrains sx / sy the same way); 0 turns the term off.
+    - `stn.apex_weight` x mean(ReLU(sx / sy - stn.apex_c)): a window much wider than high
+      cuts the lung apices off (the authors' follow-up constrains sx / sy the same way);
+    - `stn.area_weight` x mean(sx * sy): the window shrinks until cutting the lungs costs
+      the classifier more, so that its size can follow each image's lungs.
     """
-    if not isinstance(run.model, STN) or not run.config["stn"]["apex_weight"]:
+    if not isinstance(run.model, STN):
         return 0.0
-    stn = run.config["stn"]
-    params = run.model.last_params
-    return stn["apex_weight"] * F.relu(params[:, 0] / params[:, 1] - stn["apex_c"]).mean()
+    stn, params = run.config["stn"], run.model.last_params
+    penalty = 0.0
+    if stn["apex_weight"]:
+        penalty = stn["apex_weight"] * F.relu(params[:, 0] / params[:, 1] - stn["apex_c"]).mean()
+    if stn.get("area_weight"):
+        penalty = penalty + stn["area_weight"] * (params[:, 0] * params[:, 1]).mean()
+    return penalty
 
 
 @torch.no_grad()

@@ -94,6 +94,14 @@ def test_relations_between_keys():
     assert "stn.keep_inside = true: needs stn.scale_range with high <= 1" in only(
         edited("stn", "keep_inside", True)
     )
+    warm = edited("stn", "warmup_epochs", 1)
+    assert "stn.warmup_sides = [0.8, 0.6]: must be [low, high], low <= high" in only(
+        edited("stn", "warmup_sides", [0.8, 0.6], warm)
+    )
+    assert "stn.warmup_sides = [0.6, 0.8]: needs stn.warmup_epochs >= 1" in only(
+        edited("stn", "warmup_sides", [0.6, 0.8], edited("stn", "warmup_epochs", 0))
+    )
+    assert check_params(edited("stn", "warmup_sides", [0.6, 0.8], warm)) == []
     authors = edited("stn", "loc_net", "authors", edited("classifier", "input_size", 64))
     assert "stn.loc_net authors needs at least 78 px" in only(authors)
     typo = copy.deepcopy(params)

@@ -127,3 +127,63 @@ def test_reinforce_jitters_training_windows_and_its_term_is_the_score_function_g
     assert model.last_noise is None and model.reinforce_term(losses) == 0.0
     plain = model.classifier(sample_window(images, st.params(images), 32))
     assert torch.allclose(out, plain)
+
+
+def test_random_windows_lie_wholly_on_the_image_with_sides_in_range():
+    from cxrstn.models import random_windows
+
+    torch.manual_seed(0)
+    windows = random_windows(2000, (0.6, 0.8))
+    scales, shifts = windows[:, :2], windows[:, 2:]
+    assert windows.shape == (2000, 4)
+    assert scales.min() >= 0.6 and scales.max() <= 0.8
+    assert (shifts.abs() <= 1 - scales + 1e-6).all()
+    # anywhere: both sides of the centre, up to the edges, independently in x and y
+    assert shifts.min() < -0.15 and shifts.max() > 0.15
+    assert abs(np.corrcoef(shifts[:, 0], shifts[:, 1])[0, 1]) < 0.1
+    torch.manual_seed(0)
+    assert torch.equal(random_windows(2000, (0.6, 0.8)), windows)  # torch's seeded generator
+
+
+def test_given_windows_bypass_the_module():
+    """The warm-up's random windows reach the classifier as they are; the module's own
+    prediction and noise are not used."""
+    from cxrstn.models import STN, Classifier, sample_window
+
+    torch.manual_seed(0)
+    st = STModule(32, (0.5, 0.5, 0, 0), loc_size=32, scale_range=(0.2, 1.0), keep_inside=True)
+    model = STN(Classifier(0.125, 32, 0.0), st, reinforce_sigma=(0.05, 0.2)).eval()
+    images = torch.rand(3, 1, 64, 64)
+    windows = torch.tensor([[0.6, 0.7, 0.2, -0.1], [1.0, 1.0, 0.0, 0.0], [0.3, 0.3, -0.5, 0.5]])
+    out = model(images, windows)
+    assert torch.allclose(out, model.classifier(sample_window(images, windows, 32)))
+    assert model.last_noise is None and torch.equal(model.last_params, windows)
+    assert not torch.allclose(out, model(images))
+
+
+def test_reinforce_pairs_mirror_each_images_noise_and_compare_its_two_losses():
+    """With pairs, each image goes through mean + noise and mean - noise; its advantage is
+    its loss minus the mean of its own two losses, so the difficulty of the image cancels."""
+    from cxrstn.models import STN, Classifier
+
+    torch.manual_seed(0)
+    st = STModule(32, (0.5, 0.5, 0, 0), loc_size=32, scale_range=(0.2, 1.0), keep_inside=True)
+    model = STN(Classifier(0.125, 32, 0.0), st, (0.05, 0.2), reinforce_pairs=True).train()
+    images = torch.rand(3, 1, 64, 64)
+    logits = model(images)
+    assert logits.shape == (6,)
+    sigma2 = torch.tensor([0.05, 0.05, 0.2, 0.2]) ** 2
+    noise = model.last_noise * sigma2
+    assert torch.allclose(noise[:3], -noise[3:]) and noise.abs().max() > 0
+    params = model.last_params
+    assert params.shape == (6, 4) and torch.equal(params[:3], params[3:])
+    # image 0 loses 1.0 and 3.0 through its two windows: advantages -1 and +1; image 1
+    # 5.0 and 5.0: none, however much harder it is than the others
+    losses = torch.tensor([1.0, 5.0, 0.0, 3.0, 5.0, 2.0])
+    (gradient,) = torch.autograd.grad(model.reinforce_term(losses), params)
+    advantage = torch.tensor([-1.0, 0.0, -1.0, 1.0, 0.0, 1.0])
+    expected = advantage[:, None] * noise / sigma2 / 6
+    assert torch.allclose(gradient, expected, atol=1e-5)
+    assert torch.allclose(gradient[1], torch.zeros(4)) and torch.allclose(
+        gradient[4], torch.zeros(4)
+    )

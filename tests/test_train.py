@@ -1,4 +1,5 @@
 import copy
+import math
 import runpy
 import sys
 from pathlib import Path
@@ -425,15 +426,46 @@ def test_the_st_module_holds_still_during_its_warmup(data, tmp_path, monkeypatch
     )
 
 
+def test_warmup_sides_train_the_classifier_on_random_windows_during_the_warmup_only(
+    data, tmp_path, monkeypatch
+):
+    store, frame = data
+    stn = STN | {"warmup_epochs": 1, "warmup_sides": [0.5, 0.9]}
+    config = copy.deepcopy(CONFIG) | {"setting": "stn", "stn": stn}
+    config["classifier"]["epochs"] = 2
+    drawn, per_epoch = [], []
+    real = train_module.random_windows
+
+    def spy(n, sides, device):
+        drawn.append(real(n, sides, device))
+        return drawn[-1]
+
+    monkeypatch.setattr(train_module, "random_windows", spy)
+    monkeypatch.setattr(train_module, "save_checkpoint", lambda path, state: per_epoch.append(
+        (len(drawn), state["model"]["st.regressor.3.bias"].clone())
+    ))  # fmt: skip
+    train_run(config, store, frame, tmp_path / "last.pt", tmp_path / "live")
+    (after_warmup, bias_warm), (after_all, bias_end) = per_epoch
+    batches = math.ceil((frame["split"] == "train").sum() / config["classifier"]["batch_size"])
+    assert after_warmup == after_all == batches  # every warm-up batch, and none after
+    windows = torch.cat(drawn)
+    assert windows[:, :2].min() >= 0.5 and windows[:, :2].max() <= 0.9
+    torch.testing.assert_close(bias_warm, torch.tensor([1.0, 0.1, 0.0, 0.0]))  # held
+    assert not torch.equal(bias_end, bias_warm)
+
+
 def test_apex_penalty_by_hand():
     torch.manual_seed(0)
     model = build_model("stn", CONFIG["classifier"], STN)
     model.last_params = torch.tensor([[1.0, 0.25, 0.0, 0.0], [0.5, 1.0, 0.0, 0.0]])
     run = SimpleNamespace(model=model, config={"stn": STN | {"apex_weight": 0.5, "apex_c": 2.0}})
     # sx/sy = 4 and 0.5: ReLU(4 - 2) = 2 and 0; mean 1; weight 0.5
-    assert float(train_module._apex_penalty(run)) == pytest.approx(0.5)
+    assert float(train_module._window_penalty(run)) == pytest.approx(0.5)
     run.config["stn"]["apex_weight"] = 0.0
-    assert train_module._apex_penalty(run) == 0.0
+    assert train_module._window_penalty(run) == 0.0
+    # areas 0.25 and 0.5: mean 0.375; weight 2
+    run.config["stn"]["area_weight"] = 2.0
+    assert float(train_module._window_penalty(run)) == pytest.approx(0.75)
 
 
 def test_stn_warm_start_needs_the_folds_baseline_and_starts_from_it(data, tmp_path, monkeypatch):
