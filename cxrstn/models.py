@@ -389,7 +389,9 @@ class STN(nn.Module):
     learns from how the loss changes with the noise (`reinforce_term`; REINFORCE, as the
     recurrent attention model of Mnih et al. 2014 trains its glimpses; not in the paper):
     on the toy task the sampler's gradient points towards the target no better than chance
-    (docs/attention.md). Evaluation always uses the predicted window itself.
+    (docs/attention.md). With `reinforce_pairs` each training image goes through two
+    mirrored windows (prediction + noise, prediction - noise), and the batch doubles.
+    Evaluation always uses the predicted window itself.
     """
 
     def __init__(
@@ -431,8 +433,9 @@ class STN(nn.Module):
 
     def reinforce_term(self, losses: torch.Tensor) -> torch.Tensor | float:
         """The surrogate whose gradient is the REINFORCE estimate of d mean(loss) / d window
-        for the last training batch (`losses`: one per image): each image's noise, weighted
-        by how much its loss exceeds the batch's mean. 0 without `reinforce_sigma`."""
+        for the last training batch (`losses`: one per window): each window's noise, weighted
+        by how much its loss exceeds the batch's mean, or with `reinforce_pairs` the mean of
+        its image's two losses. 0 without `reinforce_sigma`."""
         if self.last_noise is None:
             return 0.0
         if self.reinforce_pairs:  # each image's own mean: only its window's effect remains
