@@ -325,7 +325,10 @@ def learn_windows_from_boxes(
 
 
 def random_windows(rng: np.random.Generator, n: int, sides: tuple[float, float]) -> torch.Tensor:
-    """`n` square windows (sx = sy, tx, ty) of a side drawn from `sides`, anywhere on the canvas."""
+    """`n` square windows (sx = sy, tx, ty) of a side drawn from `sides`, anywhere on the canvas.
+
+    Not `models.random_windows` (the pipeline's warm-up: independent sides, torch's stream):
+    the toy's recorded results in docs/attention.md rest on this numpy stream."""
     s = rng.uniform(*sides, (n, 1)).repeat(2, 1)
     t = (1 - s) * rng.uniform(-1, 1, (n, 2))
     return torch.from_numpy(np.concatenate([s, t], 1)).float()
