@@ -38,7 +38,9 @@ COLUMNS = ("roi_iou", "roi_lung_coverage", "roi_r_centre", "roi_r_height")
 def split_data(store: ImageStore, frame: pd.DataFrame, lung_boxes: str, split: str):
     """Images (N x 1 x S x S in [0, 1]), labels and lung boxes of one split."""
     rows = frame[frame["split"] == split].reset_index(drop=True)
-    images = torch.stack([torch.from_numpy(store[path]).float()[None] / 255 for path in rows.path])
+    images = torch.stack(
+        [torch.tensor(store[path], dtype=torch.float32)[None] / 255 for path in rows.path]
+    )
     lungs = phantom_lung_boxes(lung_boxes, rows.path)[["x0", "y0", "x1", "y1"]].to_numpy()
     return images, rows.label.to_numpy(), lungs
 

@@ -1,6 +1,8 @@
 """The attention diagnostic (`cxrstn.window_signal`, `bench/stn_signal.py`): lung windows,
 the window losses, and learners that move the window where their loss is lower."""
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -84,3 +86,52 @@ def test_fit_to_boxes_learns_windows_that_depend_on_the_image():
     window_signal.fit_to_boxes(model, images, lungs, epochs=10, batch=8, stn=RECIPE)
     result = window_signal.framing(model.st, images, lungs)
     assert result["roi_r_centre"] > 0.9 and result["window_centre_std"] > 0.1
+
+
+def save_stn(path, params: dict, stn: dict) -> None:
+    """A model.pt as training writes it, for a freshly built STN."""
+    from cxrstn.models import build_model
+
+    classifier = {**params["classifier"], "weights": None}
+    torch.manual_seed(0)
+    model = build_model("stn", classifier, stn)
+    config = {"setting": "stn", "classifier": classifier, "stn": stn}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"config": config, "state_dict": model.state_dict()}, path)
+
+
+def test_the_bench_scores_every_learner_on_a_project(tmp_path, make_project, monkeypatch):
+    """bench/stn_signal.py on a small project: all four rows, each scored against the lung
+    boxes; the untrained module's window (0.7 x 0.7, centred) against the fixture's lung box
+    (x 0.2-0.8, y 0.25-0.75) by hand: IoU 0.30 / 0.49, the whole lung inside it."""
+    import json
+    import runpy
+
+    import yaml
+
+    make_project(tmp_path, with_yolo=False)
+    params = yaml.safe_load((tmp_path / "params.yaml").read_text())
+    stn = params["stn"] | {"sx_init": 0.7, "sy_init": 0.7, "scale_range": [0.3, 1.0]}
+    stn |= {"keep_inside": True, "lr": 5e-4, "loc_lr": 3e-4}
+    save_stn(tmp_path / "models/stn/fold0/model.pt", params, stn)
+    monkeypatch.chdir(tmp_path)
+    out = tmp_path / "signal.json"
+    bench = str(Path(__file__).parents[1] / "bench" / "stn_signal.py")
+    monkeypatch.setattr("sys.argv", ["stn_signal.py", "--epochs", "1", "--json", str(out)])
+    with pytest.raises(SystemExit) as done:
+        runpy.run_path(bench, run_name="__main__")
+    assert done.value.code == 0
+    result = json.loads(out.read_text())
+    assert result["stn"]["reinforce_sigma"] == [0.05, 0.15] and result["stn"]["reinforce_pairs"]
+    rows = [k for k in result if k not in ("fold", "epochs", "stn")]
+    assert len(rows) == 4
+    for row in rows:
+        assert 0 <= result[row]["roi_iou"] <= 1 and 0 <= result[row]["roi_lung_coverage"] <= 1
+    own = result["the trained STN's own windows"]
+    assert own["roi_iou"] == pytest.approx(0.30 / 0.49, abs=1e-3)
+    assert own["roi_lung_coverage"] == pytest.approx(1.0)
+
+    params["data"]["lung_boxes"] = None
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    with pytest.raises(SystemExit, match="data.lung_boxes is null"):
+        runpy.run_path(bench, run_name="__main__")
