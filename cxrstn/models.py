@@ -410,13 +410,14 @@ class STN(nn.Module):
         # (the apex penalty, the REINFORCE term) back-propagates through it
         self.last_params: torch.Tensor | None = None
         self.last_noise: torch.Tensor | None = None  # the last training batch's noise / sigma^2
+        self.last_windows: torch.Tensor | None = None  # the windows the classifier last saw
 
     def forward(self, x: torch.Tensor, windows: torch.Tensor | None = None) -> torch.Tensor:
         """Logits through the module's windows, or through `windows` (N x 4) when given:
         the warm-up's random windows (`stn.warmup_sides`), which the module does not see."""
         x = self.st.sample_input(x)
         if windows is not None:
-            self.last_params, self.last_noise = windows, None
+            self.last_params, self.last_noise, self.last_windows = windows, None, windows
             return self.classifier(sample_window(x, windows, self.st.output_size))
         params = self.st.params(x)
         self.last_params, self.last_noise, window = params, None, params
@@ -429,6 +430,7 @@ class STN(nn.Module):
                 params = self.last_params = torch.cat([params, params])
             window = self.st.clip(params.detach() + noise)
             self.last_noise = noise / sigma**2
+        self.last_windows = window
         return self.classifier(sample_window(x, window, self.st.output_size))
 
     def reinforce_term(self, losses: torch.Tensor) -> torch.Tensor | float:

@@ -109,8 +109,6 @@ def reinforce(
         raise ValueError("reinforce needs an STN with reinforce_sigma and reinforce_pairs")
     torch.manual_seed(seed)
     images = model.st.sample_input(images)
-    sigma = model.reinforce_sigma[0], model.reinforce_sigma[0], *(model.reinforce_sigma[1],) * 2
-    sigma2 = torch.tensor(sigma) ** 2
     optimizer = adam(_module_groups(model, stn), torch.device("cpu"))
     for param in model.classifier.parameters():
         param.requires_grad_(False)
@@ -119,9 +117,8 @@ def reinforce(
         model.classifier.eval()
         for rows in torch.randperm(len(images)).split(batch):
             logits = model(images[rows])  # each image through its two mirrored windows
-            windows = model.st.clip(model.last_params.detach() + model.last_noise * sigma2)
             with torch.no_grad():
-                losses = window_loss(windows, torch.cat([rows, rows]), logits)
+                losses = window_loss(model.last_windows, torch.cat([rows, rows]), logits)
             optimizer.zero_grad(set_to_none=True)
             model.reinforce_term(losses).backward()
             optimizer.step()

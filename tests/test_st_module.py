@@ -177,6 +177,7 @@ def test_reinforce_pairs_mirror_each_images_noise_and_compare_its_two_losses():
     assert torch.allclose(noise[:3], -noise[3:]) and noise.abs().max() > 0
     params = model.last_params
     assert params.shape == (6, 4) and torch.equal(params[:3], params[3:])
+    assert torch.allclose(model.last_windows, st.clip(params.detach() + noise))  # what it saw
     # image 0 loses 1.0 and 3.0 through its two windows: advantages -1 and +1; image 1
     # 5.0 and 5.0: none, however much harder it is than the others
     losses = torch.tensor([1.0, 5.0, 0.0, 3.0, 5.0, 2.0])
