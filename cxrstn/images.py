@@ -9,9 +9,12 @@ where `path` is the image's dataset-relative key (for CheXpert the CSV's `Path`)
 from __future__ import annotations
 
 import math
+import multiprocessing
+import multiprocessing.pool
 import os
 import sys
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import cv2
@@ -294,6 +297,69 @@ class ImageStore:
         return np.asarray(self.array[self.rows[path]])
 
 
+class NewStore:
+    """An image store being built by `new_store`: one uint8 size x size row per path.
+
+    Rows are filled in this process (`rows`) or by the worker processes of `pool()`, which
+    map the same file (`attached_rows()`), so that decoded images need not travel back
+    through a pipe; `keep(row)` marks a row as written. A row never kept (an unreadable
+    image) stays out of the index.
+    """
+
+    def __init__(self, images_file: Path, rows: np.ndarray):
+        self.images_file, self.rows = images_file, rows
+        self.kept: list[int] = []
+
+    def keep(self, row: int) -> None:
+        self.kept.append(row)
+
+    def pool(self, workers: int) -> multiprocessing.pool.Pool:
+        """Worker processes that write rows of this store through `attached_rows()`."""
+        return multiprocessing.Pool(workers, initializer=attach_rows, initargs=(self.images_file,))
+
+
+@contextmanager
+def new_store(directory: str | os.PathLike, paths: list[str], size: int) -> Iterator[NewStore]:
+    """Build an image store of `paths` (row i for paths[i]) under a temporary name.
+
+    On a clean exit the index of the kept rows is written and the store moved into place
+    as `directory`; on an error nothing is left behind. Worker processes that write rows
+    must have finished before the block ends.
+    """
+    with atomic_path(directory) as tmp:
+        tmp.mkdir(parents=True)
+        images_file = tmp / "images.npy"
+        rows = np.lib.format.open_memmap(
+            images_file, mode="w+", dtype=np.uint8, shape=(len(paths), size, size)
+        )
+        # the mapping is sparse: claim its disk now, so a full disk is an error, not SIGBUS
+        reserve(images_file, rows.offset + rows.nbytes, directory)
+        store = NewStore(images_file, rows)
+        yield store
+        rows.flush()
+        kept = sorted(set(store.kept))
+        pd.DataFrame({"path": [paths[row] for row in kept], "row": kept}).to_csv(
+            tmp / "index.csv", index=False, lineterminator="\n"
+        )
+
+
+_attached_rows: np.ndarray | None = None
+
+
+def attach_rows(images_file: str | os.PathLike) -> None:
+    """Map the rows of a store being built into this process (`NewStore.pool`'s worker
+    initializer, so each worker maps the file once)."""
+    global _attached_rows
+    _attached_rows = np.load(images_file, mmap_mode="r+")
+
+
+def attached_rows() -> np.ndarray:
+    """The writable rows this process attached with `attach_rows`."""
+    if _attached_rows is None:
+        raise RuntimeError("no image store attached: write rows from NewStore.pool() workers")
+    return _attached_rows
+
+
 def write_store(
     directory: str | os.PathLike,
     paths: list[str],
@@ -303,18 +369,10 @@ def write_store(
     """Write `images` (in the order of `paths`, each uint8 size x size) as an image store.
 
     An image given as None is left out (its row stays unused and its path is not
-    indexed): callers exclude unreadable images this way without a second pass. The
-    store is built under a temporary name and moved into place when complete. Returns
+    indexed): callers exclude unreadable images this way without a second pass. Returns
     the number of images stored.
     """
-    with atomic_path(directory) as tmp:
-        tmp.mkdir(parents=True)
-        array = np.lib.format.open_memmap(
-            tmp / "images.npy", mode="w+", dtype=np.uint8, shape=(len(paths), size, size)
-        )
-        # the mapping is sparse: claim its disk now, so a full disk is an error, not SIGBUS
-        reserve(tmp / "images.npy", array.offset + array.nbytes, directory)
-        kept: list[tuple[str, int]] = []
+    with new_store(directory, paths, size) as store:
         seen = 0
         for row, image in enumerate(images):
             seen += 1
@@ -324,16 +382,11 @@ def write_store(
                 raise ValueError(
                     f"{paths[row]}: expected uint8 {size}x{size}, got {image.dtype} {image.shape}"
                 )
-            array[row] = image
-            kept.append((paths[row], row))
+            store.rows[row] = image
+            store.keep(row)
         if seen != len(paths):
             raise ValueError(f"image store got {seen} images for {len(paths)} paths")
-        array.flush()
-        del array
-        pd.DataFrame(kept, columns=["path", "row"]).to_csv(
-            tmp / "index.csv", index=False, lineterminator="\n"
-        )
-    return len(kept)
+    return len(store.kept)
 
 
 def square_box(

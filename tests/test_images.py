@@ -9,11 +9,15 @@ from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
 from cxrstn.images import (
     ImageError,
+    ImageStore,
+    attached_rows,
+    new_store,
     raw_img_side,
     raw_img_to_display,
     read_image,
     read_raw_img,
     resize_square,
+    write_store,
 )
 
 
@@ -268,3 +272,43 @@ def test_fast_decode_applies_exif_orientation_and_converts_colour(tmp_path):
 def test_min_side_leaves_other_formats_at_full_resolution(tmp_path):
     Image.fromarray(np.full((400, 300), 90, dtype=np.uint8)).save(tmp_path / "a.png")
     assert read_image(tmp_path / "a.png", min_side=64).shape == (400, 300)
+
+
+def _film(row: int) -> np.ndarray:
+    return np.random.default_rng(row).integers(0, 256, (24, 24), dtype=np.uint8)
+
+
+def _write_film(row: int) -> int:
+    """A worker's job: its row of the store being built, or nothing for every third row."""
+    if row % 3 == 1:
+        return row  # "unreadable": the row stays unwritten
+    attached_rows()[row] = _film(row)
+    return -1
+
+
+def test_rows_written_by_worker_processes_give_the_same_store_as_write_store(tmp_path):
+    paths = [f"p{row}/view1_frontal.jpg" for row in range(7)]
+    written = write_store(
+        tmp_path / "serial", paths, (None if r % 3 == 1 else _film(r) for r in range(7)), 24
+    )
+    with new_store(tmp_path / "workers", paths, 24) as store, store.pool(2) as pool:
+        for row, unreadable in enumerate(pool.imap(_write_film, range(7))):
+            if unreadable != row:
+                store.keep(row)
+    assert written == len(store.kept) == 5  # rows 1 and 4 excluded
+    for name in ("index.csv", "images.npy"):  # byte for byte
+        assert (tmp_path / "workers" / name).read_bytes() == (
+            tmp_path / "serial" / name
+        ).read_bytes()
+    assert ImageStore(tmp_path / "workers").paths == [paths[r] for r in (0, 2, 3, 5, 6)]
+
+
+def test_a_store_that_fails_while_built_leaves_nothing(tmp_path):
+    with (
+        pytest.raises(RuntimeError, match="decoder died"),
+        new_store(tmp_path / "store", ["a.jpg"], 8) as store,
+    ):
+        store.rows[0] = 7
+        store.keep(0)
+        raise RuntimeError("decoder died")
+    assert list(tmp_path.iterdir()) == []
