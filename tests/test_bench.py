@@ -9,8 +9,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import xxhash
 import yaml
 from PIL import Image
+
+from cxrstn.images import ImageStore, attach_rows, new_store, read_image, resize_square
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -74,13 +77,22 @@ def test_resize_bench_measures_the_stage_against_the_decode_floor(tmp_path, caps
         files.append(tmp_path / f"{index}.jpg")
         Image.fromarray(rng.integers(0, 256, (200, 160), dtype=np.uint8)).save(files[-1])
     assert bench.draft_decode(files[0], 64) == (80, 100)  # DCT-scaled by 1/2, not resized
-    image, reason, nbytes, digest = bench._stage_task((files[0], 32))  # the stage's own code
-    assert image.shape == (32, 32) and reason is None and nbytes == files[0].stat().st_size
+    with new_store(tmp_path / "store", [str(f) for f in files], 32) as store:
+        attach_rows(store.images_file)  # as the stage's workers do
+        # the stage's own code, writing row 2 of a store being built
+        reason, nbytes, digest = bench._stage_task((2, files[2], 32))
+        store.keep(2)
+    assert reason is None and nbytes == files[2].stat().st_size
+    assert digest == xxhash.xxh3_128_hexdigest(files[2].read_bytes())
+    stored = ImageStore(tmp_path / "store")
+    assert stored.paths == [str(files[2])]
+    expected = resize_square(read_image(files[2], min_side=32), 32)
+    np.testing.assert_array_equal(stored[str(files[2])], expected)
     rates = bench.bench_resize(files, 32, workers=1)
-    assert "the resize stage's load_resized (+ sha256), 1 processes" in rates
+    assert "the resize stage (into the store, + XXH3), 1 processes" in rates
     out = capsys.readouterr().out
     assert "decode floor: draft decode alone, 1 process" in out
-    assert "of the decode floor on 1 cores (target: at least 90 %)" in out
+    assert "of the decode floor on 1 cores (target: at least 90 %; medians of 5 alternated" in out
 
 
 def test_decoding_dataset_gives_the_store_s_augmented_tensors(tmp_path):
