@@ -26,7 +26,14 @@ from pydicom.uid import (
 )
 
 from cxrstn.cli import main
-from cxrstn.images import ImageStore, read_image, resize_square, write_store
+from cxrstn.images import (
+    ImageStore,
+    attach_rows,
+    new_store,
+    read_image,
+    resize_square,
+    write_store,
+)
 from cxrstn.metrics import operating_threshold
 from cxrstn.models import STN, build_model
 from cxrstn.predict import errors_path
@@ -133,7 +140,7 @@ def run_predict(tmp_path: Path, *args: str, out: str = "results.csv") -> pd.Data
 
 @pytest.mark.parametrize("setting", ["stn", "baseline"])
 def test_scores_equal_the_pipeline_scores_of_the_same_files(tmp_path, setting, capsys):
-    """Original files -> the resize stage's own loader -> image store -> train.predict (the
+    """Original files -> the resize stage's own worker -> image store -> train.predict (the
     train stage's scoring, batch 8) must give the scores `cxrstn predict` gives the files."""
     models = make_models(tmp_path, folds=1)
     originals = tmp_path / "originals"
@@ -148,10 +155,13 @@ def test_scores_equal_the_pipeline_scores_of_the_same_files(tmp_path, setting, c
     Image.fromarray(sixteen).save(originals / "film16.png")
     files.append(originals / "film16.png")
 
-    load_resized = runpy.run_path(str(ROOT / "stages" / "resize.py"))["load_resized"]
-    stored = [load_resized(file, SIZE)[0] for file in files]
+    resize_into = runpy.run_path(str(ROOT / "stages" / "resize.py"))["resize_into"]
     keys = [file.name for file in files]
-    write_store(tmp_path / "resized", keys, iter(stored), SIZE)
+    with new_store(tmp_path / "resized", keys, SIZE) as store:
+        attach_rows(store.images_file)  # as the stage's workers do
+        for row, file in enumerate(files):
+            assert resize_into((row, file), SIZE)[0] is None  # no reason to exclude it
+            store.keep(row)
     model_path = models / setting / "fold0/model.pt"
     batch_size = torch.load(model_path, weights_only=True)["config"]["classifier"]["batch_size"]
     pipeline = predict(
