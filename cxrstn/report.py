@@ -440,11 +440,12 @@ class ReportInputs:
 
 
 def build_page(inputs: ReportInputs) -> str:
-    """The whole `reports/report.html`: one section per function, in reading order."""
+    """The whole `reports/report.html`: one section per function, in reading order; the
+    result first, so that the page's first screen shows Table II, then what was run."""
     sections = [
+        table2_section(inputs),
         setup_section(inputs),
         table1_section(inputs),
-        table2_section(inputs),
         comparisons_section(inputs),
         curves_section(inputs),
         roi_section(inputs),
