@@ -18,7 +18,7 @@ export YOLO_CONFIG_DIR := $(CURDIR)/.cache/ultralytics
 
 JOBS ?=
 
-.PHONY: help setup repro bench gpu-bench paper-smoke test test-fast lint clean
+.PHONY: help setup repro docs-numbers bench gpu-bench paper-smoke test test-fast lint clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-15s %s\n", $$1, $$2}'
@@ -34,6 +34,12 @@ $(VENV)/.installed: requirements.txt pyproject.toml
 
 repro: setup ## run the pipeline on every core (JOBS=N stages at once, or GPUS=0,1,...)
 	python -m cxrstn.parallel $(if $(JOBS),--jobs $(JOBS)) $(if $(GPUS),--gpus $(GPUS))
+
+# After a default run (dvc repro / make repro): the README's and docs/results.md's Table II,
+# verdict and per-run blocks, the README figure and the report's screenshot, all from
+# reports/ (cxrstn/docnumbers.py; tests/test_numbers.py checks them against the reports).
+docs-numbers: setup ## refill the docs' numbers and figures from reports/ (after a default run)
+	python -m cxrstn.docnumbers
 
 # Ratios of the data path and training speeds on this machine (a few minutes; see docs/performance.md).
 bench: setup ## measure the data path and training speeds (a few minutes)
