@@ -5,18 +5,19 @@
 Every number the README and docs/results.md quote from the default run sits between two
 markers, `<!-- NUMBERS:<name>:BEGIN ... -->` and `<!-- NUMBERS:<name>:END -->`, and is
 written here from one run's files: `reports/metrics.json` (Table II, the paired tests,
-where each setting looks), `reports/runs/<setting>/fold<k>/` (each run's training) and
-`reports/report.html` (the machine it ran on, and the ROC and ROI figures that
-`docs/figures/overview.png`, the README's picture, is composed of). So the README's
-figure, its Table II and docs/results.md's all come from the same run, and
-`tests/test_numbers.py` checks each cell against `reports/metrics.json`.
+where each setting looks), `reports/table2.md` (the report's own rounding of the same
+cells), `reports/runs/<setting>/fold<k>/` (each run's training) and `reports/report.html`
+(the CPU it ran on, and the ROC and ROI figures that `docs/figures/overview.png`, the
+README's picture, is composed of). With Chromium installed it also keeps the report's
+first screen as `docs/figures/report.png`. So the README's figure, its Table II and
+docs/results.md's all come from the same run, and `tests/test_numbers.py` checks each
+cell against `reports/metrics.json`.
 
-Run it after committing-ready outputs of a default `dvc repro` are in reports/ (the
-report stage writes `reports/report.html`, tracked in git with the metrics), then commit
-the refilled pages and the figure with them. The sentences it writes are chosen by the
-numbers (a difference with DeLong p >= 0.05 is "within chance", a window whose centre and
-height correlate with the lung box's at r < 0.5 "follows no image"), so they stay true
-when the numbers move.
+Run it after a default `dvc repro` (or `make repro`) has written reports/, and commit the
+refilled pages and figures with that run's reports/ (metrics, table2.md and report.html
+are all in git). The sentences it writes are chosen by the numbers (a difference with
+DeLong p >= 0.05 is "within chance"; a window whose centre and height correlate with the
+lung box's at r < 0.5 is "no per-image window"), so they stay true when the numbers move.
 """
 
 from __future__ import annotations
