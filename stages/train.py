@@ -7,9 +7,11 @@ Reads data/folds.csv and the image store of the setting (data/resized, or data/c
 yolo). Every setting scores every image of its validation and test folds, so the three
 settings are compared on the same images; a yolo image without a confident crop is scored
 whole, and left out of yolo *training* when crop.low_conf is drop (counted). Writes
-models/<setting>/fold<k>/model.pt and reports/runs/<setting>/fold<k>/ (predictions.csv,
-metrics.json, live/ with the per-epoch curves). An interrupted run resumes from
-checkpoints/<setting>/fold<k>/last.pt, which is removed once the outputs are written.
+models/<setting>/fold<k>/model.pt, beside it ood.npz (the statistics of the model's
+features that `cxrstn predict`'s input check compares new films with: cxrstn/ood.py), and
+reports/runs/<setting>/fold<k>/ (predictions.csv, metrics.json, live/ with the per-epoch
+curves). An interrupted run resumes from checkpoints/<setting>/fold<k>/last.pt, which is
+removed once the outputs are written.
 For an STN with known lung boxes (`data.lung_boxes`: the phantom's truth.csv), the curves
 and metrics.json also say how well its windows frame the lungs.
 """
@@ -31,6 +33,7 @@ from cxrstn.folds import split_of
 from cxrstn.images import ImageStore
 from cxrstn.io import atomic_path, load_params, write_csv, write_json
 from cxrstn.models import STN, gflops
+from cxrstn.ood import STATS_FILE, training_stats
 from cxrstn.roi import phantom_lung_boxes, quality, stn_window
 from cxrstn.settings import SETTINGS
 from cxrstn.thorax import check_low_conf
@@ -118,6 +121,11 @@ def main() -> None:
     )
     columns = ["path", "label", "score", "split"] + (list(ST_PARAMS) if setting == "stn" else [])
     write_csv(run_dir / "predictions.csv", scored[columns])
+
+    # The input check of `cxrstn predict` (cxrstn/ood.py): the model's features of this
+    # run's training images, and the threshold from its validation images.
+    stats = training_stats(result.model, store, frame, device)
+    stats.save(f"models/{setting}/fold{fold}/{STATS_FILE}")
 
     test = scored[scored["split"] == "test"]
     if test["label"].nunique() < 2:
