@@ -2,6 +2,7 @@
 
     python bench/bench.py [--images 64] [--jpegs DIR] [--skip-paper]
                           [--repro [--against REV] [--jobs N] [--serial] [--repro-only]]
+                          [--models DIR] [--predict-images 64] [--predict-only]
 
 Measures, in one process (so that the ratios compare like with like on a shared machine):
   (a) resize: full-size CheXpert-like JPEGs (2320x2828, phantom radiographs) to 512 px,
@@ -15,6 +16,11 @@ Measures, in one process (so that the ratios compare like with like on a shared 
   (c) classifier training images/s (forward, backward, Adam step) of the default profile
       (params.yaml) with 1 thread and with all cores, and of the paper profile
       (params.paper.yaml: full-width VGG16 at 512 px) at batch 2;
+  (e) predict: images/s of `cxrstn predict` (the stn setting's fold models in --models,
+      default models/) on phantom films of CheXpert-small size, with the input check
+      (not_radiograph and out_of_distribution) on and off; skipped with a note when the
+      models or their ood.npz are not there (run `dvc repro` first); `--predict-only`
+      runs (e) alone;
   (d) with --repro: the default pipeline from fresh clones, one after the other, stage by
       stage, with wall time and peak memory (PSS summed over the stage processes alive
       at once): `dvc repro` at `--against REV` (e.g. an older commit, whose default was
@@ -28,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import os
 import runpy
 import subprocess
@@ -404,6 +411,50 @@ def bench_training(default: dict, paper: dict | None, loader: float, steps: int)
 # (d) the whole pipeline -------------------------------------------------------------------
 
 
+def bench_predict(models_dir: Path, count: int, rounds: int = 5) -> dict:
+    """(e) `cxrstn predict`'s images/s with the input check off and on: `count` phantom
+    films (390 x 320 JPEGs, as CheXpert-small) scored by the stn fold models of
+    `models_dir`, each way `rounds` times alternately (medians), on one thread: an image
+    at a time is too little work to share, and a second thread on a busy 2-core machine
+    waits more than it computes."""
+    from cxrstn.device import choose_device
+    from cxrstn.nonradiographs import film
+    from cxrstn.predict import load_ensemble, predict_files
+
+    device = choose_device("auto")
+    try:
+        checked = load_ensemble(models_dir, "stn", None, device)
+    except (FileNotFoundError, ValueError) as error:
+        print(f"  (e) predict: skipped, {error}")
+        return {}
+    unchecked = dataclasses.replace(checked, stats=None)
+    threads = torch.get_num_threads()
+    times: dict[str, list[float]] = {"off": [], "on": []}
+    with tempfile.TemporaryDirectory(prefix="cxrstn-bench-predict-") as tmp:
+        folder = Path(tmp)
+        for index in range(count):
+            image = np.roll(film(index % RENDERS, 320, 390), index, axis=0)
+            Image.fromarray(image).save(folder / f"{index}.jpg", quality=95)
+        torch.set_num_threads(1)
+        try:
+            with open(os.devnull, "w") as quiet, contextlib.redirect_stderr(quiet):  # no bars
+                for _ in range(rounds):
+                    for name, ensemble in (("off", unchecked), ("on", checked)):
+                        times[name].append(timed(predict_files, [str(folder)], ensemble, device))
+        finally:
+            torch.set_num_threads(threads)
+    models = f"{len(checked.folds)} stn fold models, {device}, 1 thread"
+    rates = {
+        f"predict, input check {name} ({models})": count / float(np.median(seconds))
+        for name, seconds in times.items()
+    }
+    base = None
+    for name, rate in rates.items():
+        line(name, rate, "img/s", base)
+        base = base or rate
+    return rates
+
+
 def _tree_memory(pid: int) -> int:
     """Bytes of memory the process tree holds: the sum of its processes' PSS (proportional
     set size: a page shared by k processes counts 1/k in each). Summing RSS instead counts
@@ -562,6 +613,9 @@ def main() -> None:
     parser.add_argument("--repro-only", action="store_true", help="run (d) only")
     parser.add_argument("--serial", action="store_true", help="(d) also time HEAD's dvc repro")
     parser.add_argument("--keep", metavar="DIR", help="(d) keep the clones in DIR (new folder)")
+    parser.add_argument("--models", default=str(ROOT / "models"), help="(e) the trained models")
+    parser.add_argument("--predict-images", type=int, default=64, help="(e) films to score")
+    parser.add_argument("--predict-only", action="store_true", help="run (e) only")
     args = parser.parse_args()
 
     print(
@@ -570,6 +624,9 @@ def main() -> None:
     )
     if args.repro_only:
         bench_repro(args.against, args.jobs, args.keep, args.serial)
+        return
+    if args.predict_only:
+        bench_predict(Path(args.models), args.predict_images)
         return
     default = yaml.safe_load((ROOT / "params.yaml").read_text())
     paper = None
@@ -592,6 +649,7 @@ def main() -> None:
         loader = bench_loader(folder, files, args.size, default, default["train"]["workers"])
     as_used = [rate for name, rate in loader.items() if "shrunk" in name]
     bench_training(default, paper, min(as_used or loader.values()), args.steps)
+    bench_predict(Path(args.models), args.predict_images)
     if args.repro:
         bench_repro(args.against, args.jobs, args.keep, args.serial)
 

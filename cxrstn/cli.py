@@ -25,7 +25,7 @@ from cxrstn.runtime import configure_tools
 EXIT_OK = 0
 EXIT_ERROR = 1  # the command could not do its job: bad input, missing model or file
 EXIT_USAGE = 2  # the command line itself is wrong (argparse's own code)
-EXIT_PARTIAL = 3  # predict --strict: the worklist was written, but some inputs failed
+EXIT_PARTIAL = 3  # predict --strict: worklist written, but inputs failed or are no radiographs
 EXIT_CODES = f"""\
 exit codes:
   {EXIT_OK}  success
@@ -33,6 +33,7 @@ exit codes:
      (CXRSTN_TRACEBACK=1 shows the traceback instead)
   {EXIT_USAGE}  wrong command line (unknown option, bad value)
   {EXIT_PARTIAL}  predict --strict: results written, but at least one input could not be scored
+     or is not a radiograph (input_check not_radiograph)
 """
 
 
@@ -138,7 +139,8 @@ def torch_build() -> str:
 
 
 def predict(args: argparse.Namespace) -> int:
-    from cxrstn.predict import errors_path, run
+    from cxrstn.input_check import NOT_RADIOGRAPH
+    from cxrstn.predict import check_summary, errors_path, run
 
     check_device_available(args.device)
     params = None
@@ -156,6 +158,7 @@ def predict(args: argparse.Namespace) -> int:
         overlays=args.overlays,
         threshold=args.threshold,
         device=args.device,
+        input_check=not args.no_input_check,
     )
     inputs, results, errors = result.inputs, result.results, result.errors
     for suffix, count in sorted(inputs.ignored.items()):
@@ -167,9 +170,10 @@ def predict(args: argparse.Namespace) -> int:
     models = f"folds {folds} (mean score)" if args.fold is None else f"fold {folds}"
     print(
         f"scored {len(results)} image(s) with {ensemble.setting} {models}: "
-        f"{int(results['abnormal'].sum())} at or above the threshold {ensemble.threshold:.4g}; "
-        f"wrote {args.out}"
+        f"{int(results['abnormal'].sum())} called abnormal (score at or above "
+        f"{ensemble.threshold:.4g}); wrote {args.out}"
     )
+    print(check_summary(results))
     if len(errors):
         print(
             f"{len(errors)} input(s) could not be scored, listed in {errors_path(args.out)}:",
@@ -179,7 +183,8 @@ def predict(args: argparse.Namespace) -> int:
             print(f"  {row.path}: {row.error}", file=sys.stderr)
     if not len(results):
         fail("no image could be scored")
-    if args.strict and len(errors):
+    refused = "input_check" in results.columns and (results["input_check"] == NOT_RADIOGRAPH).any()
+    if args.strict and (len(errors) or refused):
         return EXIT_PARTIAL
     return EXIT_OK
 
@@ -362,7 +367,12 @@ def build_parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     scorer.add_argument(
         "--strict", action="store_true",
-        help=f"exit with code {EXIT_PARTIAL} when any input could not be scored",
+        help=f"exit with code {EXIT_PARTIAL} when any input could not be scored or is not a "
+        "radiograph",
+    )  # fmt: skip
+    scorer.add_argument(
+        "--no-input-check", action="store_true",
+        help="skip the input check (no input_check column; models without ood.npz work)",
     )  # fmt: skip
     scorer.set_defaults(func=predict)
 

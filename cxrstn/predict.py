@@ -8,6 +8,12 @@ model(s) with the pipeline's own scoring function. An ensemble's score is the me
 fold models' scores. An image is called abnormal when its score reaches the operating
 threshold that the evaluate stage stored in `models/thresholds.json`.
 
+Every image is also checked (cxrstn/input_check.py, cxrstn/ood.py): `not_radiograph` when
+the file is no grayscale radiograph (such a row is scored, never called abnormal, has no
+rank and comes after every radiograph), `out_of_distribution` when the fold models' own
+features say they have not seen films like it (the row keeps its score, call and rank),
+else `ok`.
+
 Images are scored one per forward pass: the ST module picks its antialiasing sample
 count from the largest window in a batch, so in a batch an image's score could depend on
 the other images; alone, it depends on the image only.
@@ -18,6 +24,7 @@ from __future__ import annotations
 import os
 import re
 from collections import Counter
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -29,7 +36,9 @@ from torch import nn
 from tqdm import tqdm
 
 from cxrstn.images import ImageError, is_dicom, read_image, resize_square, square_box
+from cxrstn.input_check import NOT_RADIOGRAPH, VALUES, appearance, colour_share, verdict
 from cxrstn.io import atomic_path, read_json, write_csv
+from cxrstn.ood import STATS_FILE, FeatureStats, capture_features, feature_count
 from cxrstn.roi import stn_window
 from cxrstn.train import ST_PARAMS, _evaluate, choose_device, load_model
 
@@ -115,13 +124,15 @@ def discover(paths: list[str]) -> Inputs:
 
 @dataclass
 class Ensemble:
-    """The fold models of one setting, their input side and the operating threshold."""
+    """The fold models of one setting, their input side, the operating threshold and, when
+    inputs are checked, each fold model's out-of-distribution statistics."""
 
     setting: str
     folds: list[int]
     models: list[nn.Module]
     size: int
     threshold: float
+    stats: list[FeatureStats] | None = None
 
 
 def model_folds(models_dir: Path, setting: str) -> list[int]:
@@ -158,10 +169,12 @@ def load_ensemble(
     fold: int | None,
     device: torch.device,
     threshold: float | None = None,
+    input_check: bool = True,
 ) -> Ensemble:
     """Fold `fold` of `setting`, or all its folds when `fold` is None (their mean score).
 
     The threshold is `threshold` when given, else the stored one (see load_threshold).
+    With `input_check`, each model's `ood.npz` (written beside it by the train stage) too.
     """
     if setting not in SETTINGS:
         raise ValueError(f"unknown setting {setting!r}: expected one of {SETTINGS}")
@@ -184,26 +197,42 @@ def load_ensemble(
         raise ValueError(f"{models_dir}/{setting}: fold models trained at sides {sorted(sizes)}")
     if threshold is None:
         threshold = load_threshold(models_dir, setting, folds, ensemble=fold is None)
-    return Ensemble(setting, folds, models, sizes.pop(), float(threshold))
+    stats = None
+    if input_check:
+        stats = [
+            FeatureStats.load(models_dir / setting / f"fold{k}" / STATS_FILE, feature_count(m))
+            for k, m in zip(folds, models, strict=True)
+        ]
+    return Ensemble(setting, folds, models, sizes.pop(), float(threshold), stats)
 
 
 def score(ensemble: Ensemble, image: np.ndarray, device: torch.device) -> dict:
     """Scores of one stored-size uint8 image: `score` (mean over the fold models), each
-    fold's `score_fold<k>` and, for an STN, each fold's window `st_fold<k>` (sx, sy, tx, ty)."""
+    fold's `score_fold<k>`, for an STN each fold's window `st_fold<k>` (sx, sy, tx, ty)
+    and, when the ensemble has statistics, `ood_ratio`: the mean over the fold models of
+    the image's feature distance divided by that model's threshold (above 1: unlike the
+    films the models were trained on)."""
     if image.shape != (ensemble.size, ensemble.size) or image.dtype != np.uint8:
         raise ValueError(f"expected uint8 {ensemble.size}x{ensemble.size}, got {image.shape}")
     tensor = torch.tensor(image).unsqueeze(0).float().div_(255.0)  # as data.ImageDataset does
     batch = [(tensor.unsqueeze(0), None, None)]
     result: dict = {}
-    scores = []
-    for fold, model in zip(ensemble.folds, ensemble.models, strict=True):
-        logits, st_params = _evaluate(model, batch, device)
+    scores, ratios = [], []
+    checked = ensemble.stats is not None
+    for index, (fold, model) in enumerate(zip(ensemble.folds, ensemble.models, strict=True)):
+        with capture_features(model) if checked else nullcontext() as captured:
+            logits, st_params = _evaluate(model, batch, device)
+        if checked:
+            stats = ensemble.stats[index]
+            ratios.append(stats.distances(captured[0].numpy())[0] / stats.threshold)
         value = float(1.0 / (1.0 + np.exp(-logits.astype(np.float64)[0])))  # as train.predict
         scores.append(value)
         result[f"score_fold{fold}"] = value
         if st_params is not None:
             result[f"st_fold{fold}"] = tuple(float(v) for v in st_params[0])
     result["score"] = float(np.mean(scores))
+    if ratios:
+        result["ood_ratio"] = float(np.mean(ratios))
     return result
 
 
@@ -266,7 +295,8 @@ def overlay(
 ) -> np.ndarray:
     """The original image (longest side at most OVERLAY_SIDE) in colour with what the model
     looked at: STN windows as (x0, y0, x1, y1) in normalised [0, 1] image coordinates,
-    and/or the detector `box` and the square `crop` in the same coordinates."""
+    and/or the detector `box` and the square `crop` in the same coordinates. Each line of
+    `caption` is written below the one before, at the top left."""
     height, width = image.shape
     scale = min(1.0, OVERLAY_SIDE / max(height, width))
     shown = cv2.resize(image, (round(width * scale), round(height * scale)), cv2.INTER_AREA)
@@ -287,9 +317,10 @@ def overlay(
     if crop is not None:
         rect(crop, (0, 0, 255), thick)
     font = max(0.5, max(h, w) / 1000)
-    origin = (thick * 3, round(30 * font) + thick * 3)
-    cv2.putText(canvas, caption, origin, cv2.FONT_HERSHEY_SIMPLEX, font, (0, 0, 0), thick * 2)
-    cv2.putText(canvas, caption, origin, cv2.FONT_HERSHEY_SIMPLEX, font, (0, 255, 255), thick)
+    for number, text in enumerate(caption.splitlines(), start=1):
+        origin = (thick * 3, round(36 * font) * number + thick * 3)
+        cv2.putText(canvas, text, origin, cv2.FONT_HERSHEY_SIMPLEX, font, (0, 0, 0), thick * 2)
+        cv2.putText(canvas, text, origin, cv2.FONT_HERSHEY_SIMPLEX, font, (0, 255, 255), thick)
     return canvas
 
 
@@ -311,16 +342,37 @@ def errors_path(out: str | os.PathLike) -> Path:
 
 
 def rank(rows: list[dict]) -> pd.DataFrame:
-    """Rows sorted by score, highest first (ties by path), with `rank` 1..n."""
+    """Rows sorted by score, highest first (ties by path), with `rank` 1..n; rows whose
+    `input_check` is not_radiograph come after all others, sorted the same way, unranked."""
     frame = pd.DataFrame(rows)
-    frame = frame.sort_values(["score", "path"], ascending=[False, True], kind="stable")
-    frame.insert(frame.columns.get_loc("abnormal") + 1, "rank", np.arange(1, len(frame) + 1))
+    refused = frame.get("input_check", pd.Series("", index=frame.index)) == NOT_RADIOGRAPH
+    frame = frame.assign(refused=refused).sort_values(
+        ["refused", "score", "path"], ascending=[True, False, True], kind="stable"
+    )
+    ranks = pd.array(np.arange(1, len(frame) + 1), dtype="Int64")
+    ranks[frame["refused"].to_numpy()] = pd.NA
+    frame = frame.drop(columns="refused")
+    frame.insert(frame.columns.get_loc("abnormal") + 1, "rank", ranks)
     return frame.reset_index(drop=True)
+
+
+def check_counts(results: pd.DataFrame) -> dict[str, int]:
+    """How many rows have each `input_check` value, in the order of VALUES."""
+    counts = results["input_check"].value_counts()
+    return {value: int(counts.get(value, 0)) for value in VALUES}
+
+
+def check_summary(results: pd.DataFrame) -> str:
+    """The one line `cxrstn predict` prints about the input check."""
+    if "input_check" not in results.columns:
+        return "input check: off (--no-input-check)"
+    counts = ", ".join(f"{n} {value}" for value, n in check_counts(results).items())
+    return f"input check: {counts}"
 
 
 @dataclass
 class Prediction:
-    results: pd.DataFrame  # path, score, abnormal, rank, width, height, ... (ranked)
+    results: pd.DataFrame  # path, score, abnormal, rank, input_check, ..., width, ... (ranked)
     errors: pd.DataFrame  # path, error
     inputs: Inputs
     ensemble: Ensemble
@@ -348,32 +400,36 @@ def predict_files(
     taken: set[str] = set()
     size = ensemble.size
     progress = tqdm(total=len(inputs.files), desc="predict", unit="image")
+    checking = ensemble.stats is not None
     for start in range(0, len(inputs.files), CHUNK):
-        chunk = []  # (path, original image, resized image)
+        chunk = []  # (path, original image, resized image, why it is no radiograph)
         for file in inputs.files[start : start + CHUNK]:
             try:
                 original = read_image(file)
+                problem = appearance(original, colour_share(file)).problem() if checking else None
             except ImageError as error:
                 errors.append({"path": file, "error": str(error).removeprefix(f"{file}: ")})
                 progress.update()
                 continue
-            chunk.append((file, original, resize_square(original, size)))
+            chunk.append((file, original, resize_square(original, size), problem))
         if not chunk:
             continue
-        resized = [image for _, _, image in chunk]
+        resized = [image for _, _, image, _ in chunk]
         crops = None
         if yolo is not None:
-            resized, crops = yolo.crops(resized, [original for _, original, _ in chunk], size)
-        for index, ((file, original, _), image) in enumerate(zip(chunk, resized, strict=True)):
+            resized, crops = yolo.crops(resized, [original for _, original, _, _ in chunk], size)
+        for index, ((file, original, _, problem), image) in enumerate(
+            zip(chunk, resized, strict=True)
+        ):
             height, width = original.shape
             result = score(ensemble, image, device)
-            row = {
-                "path": file,
-                "score": result["score"],
-                "abnormal": int(result["score"] >= ensemble.threshold),
-                "width": width,
-                "height": height,
-            }
+            row = {"path": file, "score": result["score"]}
+            row["abnormal"] = int(result["score"] >= ensemble.threshold and problem is None)
+            if checking:
+                ratio = result["ood_ratio"]
+                value, reason = verdict(problem, ratio)
+                row |= {"input_check": value, "ood_ratio": ratio, "check_reason": reason}
+            row |= {"width": width, "height": height}
             if len(ensemble.folds) > 1:
                 row |= {f"score_fold{k}": result[f"score_fold{k}"] for k in ensemble.folds}
             windows, box, crop = [], None, None
@@ -397,7 +453,11 @@ def predict_files(
             if overlay_dir is not None:
                 name = overlay_name(file, taken)
                 called = "ABNORMAL" if row["abnormal"] else "normal"
+                if problem is not None:
+                    called = "not called"
                 caption = f"{called} {row['score']:.3f} (threshold {ensemble.threshold:.3f})"
+                if checking:
+                    caption += f"\ninput check: {row['input_check']}"
                 picture = overlay(original, windows, box, crop, caption)
                 with atomic_path(overlay_dir / name, concurrent=True) as tmp:
                     ok, encoded = cv2.imencode(".png", picture)
@@ -408,7 +468,9 @@ def predict_files(
             rows.append(row)
             progress.update()
     progress.close()
-    columns = ["path", "score", "abnormal", "rank", "width", "height"]
+    columns = ["path", "score", "abnormal", "rank"]
+    columns += ["input_check", "ood_ratio", "check_reason"] if checking else []
+    columns += ["width", "height"]
     results = rank(rows) if rows else pd.DataFrame(columns=columns)
     return Prediction(results, pd.DataFrame(errors, columns=["path", "error"]), inputs, ensemble)
 
@@ -433,10 +495,12 @@ def run(
     overlays: str | os.PathLike | None = None,
     threshold: float | None = None,
     device: str = "auto",
+    input_check: bool = True,
 ) -> Prediction:
-    """Load the models, score `paths` and write the CSV files: what `cxrstn predict` does."""
+    """Load the models, score `paths` and write the CSV files: what `cxrstn predict` does.
+    `input_check=False` leaves out the input check (and its column)."""
     chosen = choose_device(device)
-    ensemble = load_ensemble(models_dir, setting, fold, chosen, threshold)
+    ensemble = load_ensemble(models_dir, setting, fold, chosen, threshold, input_check)
     yolo = None
     if setting == "yolo":
         if params is None:

@@ -1,7 +1,9 @@
 """`cxrstn predict` and `cxrstn export-onnx` on tiny models and files written here.
 
 The models are randomly initialised in the model.pt format the train stage writes, with a
-scaled-up last layer so that scores spread over (0, 1) and rankings mean something.
+scaled-up last layer so that scores spread over (0, 1) and rankings mean something, and
+each has the out-of-distribution statistics of its features on `radiograph` images
+beside it, as the train stage writes them.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ from cxrstn.images import (
 )
 from cxrstn.metrics import operating_threshold
 from cxrstn.models import STN, build_model
+from cxrstn.ood import STATS_FILE, FeatureStats, capture_features, fit_stats
 from cxrstn.predict import errors_path
 from cxrstn.roi import stn_window
 from cxrstn.train import TrainResult, load_model, model_file, predict
@@ -78,7 +81,25 @@ def save_model(path: Path, setting: str, seed: int, **kw) -> torch.nn.Module:
     model, config = tiny_model(setting, seed, **kw)
     path.parent.mkdir(parents=True, exist_ok=True)
     torch.save(model_file(TrainResult(model, 1, 0.5, [], 0.0, 0.0, BUDGET), config), path)
+    save_stats(path.parent / STATS_FILE, model)
     return model
+
+
+def image_features(model: torch.nn.Module, images: list[np.ndarray]) -> np.ndarray:
+    """The out-of-distribution features of stored-size images, each in a pass of its own
+    (as `cxrstn predict` scores)."""
+    with torch.no_grad(), capture_features(model) as captured:
+        for image in images:
+            model(torch.tensor(image).float().div(255.0)[None, None])
+    return torch.cat(captured).numpy().astype(np.float64)
+
+
+def save_stats(path: Path, model: torch.nn.Module) -> None:
+    """Statistics as the train stage writes them: fitted on 40 `radiograph` images, the
+    threshold from 20 others."""
+    images = [resize_square(radiograph(1000 + k), SIZE) for k in range(60)]
+    features = image_features(model, images)
+    fit_stats(features[:40], features[40:]).save(path)
 
 
 def make_models(root: Path, folds: int = 3, threshold: float = 0.5) -> Path:
@@ -538,3 +559,175 @@ def test_yolo_setting_detects_and_crops_as_the_crop_stage(tmp_path):
     assert uncropped.loc[whole.index, "score"].to_numpy() == pytest.approx(
         whole["score"].to_numpy(), abs=1e-5
     )
+
+
+# --- the input check: not_radiograph, out_of_distribution --------------------------------
+
+
+def exit_code(args: list[str]) -> int:
+    try:
+        main(args)
+    except SystemExit as exit_:
+        return exit_.code
+    return 0
+
+
+def test_non_radiographs_are_scored_unranked_never_called_and_listed_last(tmp_path, capsys):
+    from cxrstn.nonradiographs import write_examples
+
+    models = make_models(tmp_path, threshold=0.0)  # every radiograph is called abnormal
+    folder = films(tmp_path, 5)
+    refused = {f.name for f in write_examples(folder / "non")}
+    args = [str(folder), "--models", str(models), "--device", "cpu"]
+    assert exit_code(["predict", *args, "--out", str(tmp_path / "results.csv")]) == 0
+    results = pd.read_csv(tmp_path / "results.csv")
+    summary = [line for line in capsys.readouterr().out.splitlines() if "input check" in line]
+
+    names = results["path"].map(lambda p: Path(p).name)
+    is_refused = names.isin(refused)
+    assert is_refused.sum() == len(refused) == 11
+    assert list(results.columns[:7]) == [
+        "path", "score", "abnormal", "rank", "input_check", "ood_ratio", "check_reason"
+    ]  # fmt: skip
+    assert (results.loc[is_refused, "input_check"] == "not_radiograph").all()
+    assert results.loc[~is_refused, "input_check"].isin(["ok", "out_of_distribution"]).all()
+    assert is_refused.tolist() == [False] * 5 + [True] * 11  # every radiograph first
+    assert results.loc[~is_refused, "rank"].tolist() == [1, 2, 3, 4, 5]
+    assert results.loc[is_refused, "rank"].isna().all()
+    assert (results.loc[is_refused, "abnormal"] == 0).all()  # scored, never called
+    assert (results.loc[~is_refused, "abnormal"] == 1).all()
+    assert results.loc[is_refused, "score"].between(0, 1).all()
+    assert (np.diff(results.loc[is_refused, "score"]) <= 0).all()
+    assert (results.loc[is_refused, "check_reason"].str.len() > 0).all()
+
+    counts = results["input_check"].value_counts()
+    assert summary == [
+        f"input check: {counts.get('ok', 0)} ok, 11 not_radiograph, "
+        f"{counts.get('out_of_distribution', 0)} out_of_distribution"
+    ]
+    assert exit_code(["predict", *args, "--out", str(tmp_path / "s.csv"), "--strict"]) == 3
+    assert len(pd.read_csv(tmp_path / "s.csv")) == 16  # the worklist is still written
+    for file in (folder / "non").iterdir():
+        file.unlink()
+    assert exit_code(["predict", *args, "--out", str(tmp_path / "s.csv"), "--strict"]) == 0
+
+
+def test_out_of_distribution_rows_keep_score_call_and_rank(tmp_path):
+    """ood_ratio is the mean over the fold models of distance / threshold, computed here
+    from each model's features; a row above 1 is flagged and keeps its place."""
+    models = make_models(tmp_path, folds=3)
+    folder = films(tmp_path, 8)
+    files = sorted(folder.iterdir())
+    stored = [resize_square(read_image(file), SIZE) for file in files]
+    ratios = []
+    for k in range(3):
+        model = load_model(models / f"stn/fold{k}/model.pt")
+        stats = FeatureStats.load(models / f"stn/fold{k}" / STATS_FILE)
+        ratios.append(stats.distances(image_features(model, stored)) / stats.threshold)
+    expected = np.mean(ratios, axis=0)
+    middle = float(np.median(expected))  # thresholds scaled so that half the films exceed
+    for k in range(3):
+        stats = FeatureStats.load(models / f"stn/fold{k}" / STATS_FILE)
+        stats.threshold *= middle
+        stats.save(models / f"stn/fold{k}" / STATS_FILE)
+
+    results = run_predict(tmp_path, str(folder), "--models", str(models), "--threshold", "0.5")
+    results = results.set_index(results["path"].map(lambda p: Path(p).name))
+    want = pd.Series(expected / middle, index=[f.name for f in files])
+    assert results.loc[want.index, "ood_ratio"].to_numpy() == pytest.approx(want, rel=1e-4)
+    flagged = results["input_check"] == "out_of_distribution"
+    assert flagged.tolist() == (results["ood_ratio"] > 1).tolist() and flagged.sum() == 4
+    assert (results.loc[~flagged, "input_check"] == "ok").all()
+    assert results.loc[flagged, "check_reason"].str.startswith("feature distance").all()
+    assert results.sort_values("rank")["score"].is_monotonic_decreasing  # flags ignored
+    assert results["rank"].tolist() == list(range(1, 9))
+    assert results["abnormal"].tolist() == (results["score"] >= 0.5).astype(int).tolist()
+
+
+def test_a_dicom_and_a_png_of_the_same_pixels_get_the_same_check(tmp_path):
+    from cxrstn.nonradiographs import examples
+
+    models = make_models(tmp_path, folds=2)
+    kinds = {name.split(".")[0]: pixels for name, pixels in examples(3).items()}
+    kinds = {k: v for k, v in kinds.items() if v.ndim == 2}  # DICOM here is grayscale
+    kinds |= {f"film{seed}": radiograph(seed) for seed in range(3)}
+    for name, pixels in kinds.items():
+        if name != "flat_grey":  # 0..255: DICOM's min-max scaling leaves the pixels as they are
+            pixels[0, 0], pixels[-1, -1] = 0, 255
+    for name, pixels in kinds.items():
+        (tmp_path / "png").mkdir(exist_ok=True)
+        (tmp_path / "dcm").mkdir(exist_ok=True)
+        Image.fromarray(pixels).save(tmp_path / "png" / f"{name}.png")
+        dicom(pixels.astype(np.uint16)).save_as(
+            tmp_path / "dcm" / f"{name}.dcm", enforce_file_format=True
+        )
+    columns = ["input_check", "check_reason", "ood_ratio", "score"]
+    found = {}
+    for kind in ("png", "dcm"):
+        results = run_predict(
+            tmp_path, str(tmp_path / kind), "--models", str(models), out=f"{kind}.csv"
+        )
+        found[kind] = results.set_index(results["path"].map(lambda p: Path(p).stem))[columns]
+    png, dcm = found["png"].sort_index(), found["dcm"].sort_index()
+    assert png.index.tolist() == sorted(kinds)
+    assert png["input_check"].tolist() == dcm["input_check"].tolist()
+    assert png["check_reason"].fillna("").tolist() == dcm["check_reason"].fillna("").tolist()
+    films_only = png.index.str.startswith("film")
+    assert (png.loc[~films_only, "input_check"] == "not_radiograph").all()
+    assert (png.loc[films_only, "input_check"] != "not_radiograph").all()
+    unflat = png.index != "flat_grey"  # 128 in the PNG, 0 in the DICOM: flat either way
+    for column in ("ood_ratio", "score"):
+        assert png.loc[unflat, column].to_numpy() == pytest.approx(
+            dcm.loc[unflat, column].to_numpy(), rel=1e-6
+        )
+
+
+def test_the_overlay_caption_says_the_check(tmp_path, monkeypatch):
+    import cxrstn.predict as predict_module
+
+    captions = {}
+    drawn = predict_module.overlay
+
+    def recording(image, windows, box, crop, caption):
+        captions[int(image.shape[0])] = caption
+        return drawn(image, windows, box, crop, caption)
+
+    monkeypatch.setattr(predict_module, "overlay", recording)
+    models = make_models(tmp_path, folds=1, threshold=0.0)
+    folder = tmp_path / "films"
+    folder.mkdir()
+    Image.fromarray(radiograph(0, shape=(110, 90))).save(folder / "film.png")
+    Image.fromarray(np.where(radiograph(1, shape=(120, 90)) > 128, 255, 0).astype(np.uint8)).save(
+        folder / "mask.png"
+    )
+    results = run_predict(tmp_path, str(folder), "--models", str(models),
+                          "--overlays", str(tmp_path / "overlays"))  # fmt: skip
+    stems = results["path"].map(lambda p: Path(p).stem)
+    checks = dict(zip(stems, results["input_check"], strict=True))
+    assert checks["mask"] == "not_radiograph"
+    film_call, film_check = captions[110].splitlines()
+    assert film_call.startswith("ABNORMAL") and film_check == f"input check: {checks['film']}"
+    assert captions[120].splitlines() == [
+        f"not called {results.set_index('input_check').loc['not_radiograph', 'score']:.3f} "
+        "(threshold 0.000)",
+        "input check: not_radiograph",
+    ]
+    picture = np.asarray(Image.open(tmp_path / "overlays" / "mask.png").convert("RGB"))
+    yellow = (picture[:, :, 0] > 200) & (picture[:, :, 1] > 200) & (picture[:, :, 2] < 80)
+    rows = np.nonzero(yellow.any(axis=1))[0]
+    assert rows.max() > 2 * rows.min()  # two lines of caption, one below the other
+
+
+def test_no_input_check_needs_no_statistics_and_a_missing_file_is_named(tmp_path, capsys):
+    models = make_models(tmp_path, folds=2)
+    folder = films(tmp_path, 3)
+    (models / "stn/fold1" / STATS_FILE).unlink()
+    args = ["predict", str(folder), "--models", str(models), "--device", "cpu"]
+    assert exit_code([*args, "--out", str(tmp_path / "a.csv")]) == 1
+    error = capsys.readouterr().err
+    assert f"{models / 'stn/fold1' / STATS_FILE}: no out-of-distribution statistics" in error
+    assert "--no-input-check" in error
+    assert exit_code([*args, "--out", str(tmp_path / "b.csv"), "--no-input-check"]) == 0
+    assert "input check: off (--no-input-check)" in capsys.readouterr().out
+    results = pd.read_csv(tmp_path / "b.csv")
+    assert "input_check" not in results.columns and results["rank"].tolist() == [1, 2, 3]

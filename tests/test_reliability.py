@@ -332,7 +332,8 @@ def peak_rss_of_predict(tmp_path: Path, films: Path, models: Path, count: int) -
 @pytest.mark.slow
 def test_scoring_5000_images_takes_the_memory_of_500(tmp_path):
     """The films are 256 x 256 (64 KiB decoded): holding 5,000 of them would take 320 MiB,
-    far above the 20 % allowed."""
+    far above the 20 % allowed. The input check is on (the default): each film's features
+    are reduced to one distance, never kept."""
     models = make_models(tmp_path, folds=1)
     films = tmp_path / "films"
     films.mkdir()
@@ -343,7 +344,8 @@ def test_scoring_5000_images_takes_the_memory_of_500(tmp_path):
         Image.fromarray(noisy.astype(np.uint8)).save(films / f"film{k:05d}.png", compress_level=1)
     small = peak_rss_of_predict(tmp_path, films, models, 500)
     large = peak_rss_of_predict(tmp_path, films, models, 5000)
-    assert len(pd.read_csv(tmp_path / "out5000.csv")) == 5000
+    results = pd.read_csv(tmp_path / "out5000.csv")
+    assert len(results) == 5000 and results["input_check"].isin(["ok", "out_of_distribution"]).all()
     assert large <= 1.2 * small, f"peak RSS {small // 1024} MiB at 500, {large // 1024} at 5000"
 
 
