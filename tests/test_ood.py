@@ -1,6 +1,8 @@
 """The out_of_distribution check (cxrstn/ood.py): the features a model gives, the fitted
 statistics and their threshold, the file beside each model, and the train stage writing it."""
 
+import time
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -57,7 +59,7 @@ def test_films_like_the_training_ones_pass_and_shifted_ones_are_flagged():
     assert shifted.mean() > 0.95
 
 
-def test_statistics_file_round_trip_and_its_errors(tmp_path):
+def test_statistics_file_round_trip_and_its_errors(tmp_path, monkeypatch):
     rng = np.random.default_rng(2)
     stats = fit_stats(correlated(rng, 50), correlated(rng, 20), quantile=0.9)
     stats.save(tmp_path / STATS_FILE)
@@ -65,6 +67,11 @@ def test_statistics_file_round_trip_and_its_errors(tmp_path):
     for name in ("mean", "precision", "held_out"):
         assert np.array_equal(getattr(again, name), getattr(stats, name))
     assert (again.threshold, again.quantile, again.n_fit) == (stats.threshold, 0.9, 50)
+    first = (tmp_path / STATS_FILE).read_bytes()
+    later = time.time() + 3600  # an hour on: a file stamped with the time would differ
+    monkeypatch.setattr(time, "time", lambda: later)
+    again.save(tmp_path / STATS_FILE)
+    assert (tmp_path / STATS_FILE).read_bytes() == first  # dvc.lock's hash stays
     with pytest.raises(ValueError, match=rf"{STATS_FILE}: statistics of 4 features, but the "
                        "model beside it gives 56"):  # fmt: skip
         FeatureStats.load(tmp_path / STATS_FILE, features=56)
