@@ -290,8 +290,15 @@ PREDICT_HELP = """\
 Score chest radiographs with the trained models and write a worklist sorted by score,
 most urgent first: path, score (the abnormality probability; the mean over the fold
 models for --fold all), abnormal (1 when score >= the stored 95%-recall threshold), rank,
-the image's width and height, each fold's score, and the STN window (sx, sy, tx, ty,
-mean over folds) or the YOLO box (x0..y1 in image pixels, conf, crop = cropped | whole).
+input_check, ood_ratio, check_reason, the image's width and height, each fold's score,
+and the STN window (sx, sy, tx, ty, mean over folds) or the YOLO box (x0..y1 in image
+pixels, conf, crop = cropped | whole).
+
+input_check says how far to trust a row: ok; not_radiograph (a mask, colour image, flat
+image, noise, text page or screenshot: scored but never called abnormal, unranked and
+listed after every radiograph); out_of_distribution (the models' own features are further
+from their training films than the 99th percentile of their held-out films: ood_ratio > 1;
+the row keeps its score, call and rank). One line counts each value (docs/predict.md).
 
 Images are prepared exactly as the pipeline prepares its own: decoded, resized to the
 models' side, and for --setting yolo cropped to the detected thorax (an image without a
