@@ -179,6 +179,13 @@ def run_folder(parent: str | os.PathLike, legacy: str | os.PathLike = "models") 
         shutil.rmtree(folder, ignore_errors=True)
 
 
+def _show_epoch(progress: tqdm, trainer) -> None:
+    """One more epoch on the progress bar, with the epoch's mean training loss (the sum of
+    box, classification and DFL losses; ultralytics keeps them by name)."""
+    progress.update()
+    progress.set_postfix(loss=float(sum(trainer.tloss.values())))
+
+
 def train_detector(data_yaml: str | os.PathLike, out_dir: str | os.PathLike, params: dict) -> dict:
     """Train the one-class thorax detector on `data_yaml`; ultralytics' run folder is `out_dir`.
 
@@ -210,10 +217,7 @@ def train_detector(data_yaml: str | os.PathLike, out_dir: str | os.PathLike, par
         verify_weights(weights, params.get("weights_sha256"))
     model = YOLO(weights or params["model"])  # after verify_weights: this unpickles weights
     progress = tqdm(total=int(params["epochs"]), desc="train detector", unit="epoch")
-    model.add_callback(
-        "on_train_epoch_end",
-        lambda trainer: progress.update() or progress.set_postfix(loss=float(trainer.tloss.sum())),
-    )
+    model.add_callback("on_train_epoch_end", lambda trainer: _show_epoch(progress, trainer))
     # Ultralytics sets torch to min(8, cores - 1) threads whenever it picks a CPU device
     # (one thread on 2 cores; again for the final validation); `threads` (0 = all cores)
     # wins for every training epoch.

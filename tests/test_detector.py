@@ -6,6 +6,7 @@ outside its run folder (no dvc.yaml, dvclive/ or runs/), and the box coordinates
 """
 
 import hashlib
+import io
 import os
 import shutil
 import signal
@@ -14,6 +15,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import cv2
 import numpy as np
@@ -21,9 +23,11 @@ import pytest
 import torch
 import yaml
 from test_thorax import FakeSample
+from tqdm import tqdm
 
 from cxrstn.detector import (
     RUN_PREFIX,
+    _show_epoch,
     detect,
     export_weights,
     load_detector,
@@ -294,3 +298,14 @@ def test_a_killed_detector_stage_leaves_nothing_in_models_and_the_rerun_cleans_u
     assert rerun.returncode == 0, rerun.stderr[-3000:]
     assert list(runs.iterdir()) == []
     assert sorted(p.name for p in models.iterdir()) == ["detector.pt"]
+
+
+@pytest.mark.parametrize("disable", [False, True])
+def test_each_detector_epoch_shows_its_summed_loss_with_or_without_a_progress_bar(disable):
+    """ultralytics keeps the epoch's losses by name; the bar shows their sum. With the bar
+    disabled (TQDM_DISABLE=1) the callback once crashed on that dict."""
+    progress = tqdm(total=3, file=io.StringIO(), disable=disable)
+    trainer = SimpleNamespace(tloss={"box_loss": torch.tensor(1.5), "cls_loss": torch.tensor(0.25)})
+    _show_epoch(progress, trainer)
+    if not disable:
+        assert progress.n == 1 and progress.postfix == "loss=1.75"
