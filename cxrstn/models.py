@@ -154,6 +154,41 @@ def random_windows(n: int, sides: tuple[float, float], device: torch.device | No
     return torch.cat([scales, shifts], dim=1).to(device)
 
 
+def random_views(n: int, largest_zoom: float, device: torch.device | None = None) -> torch.Tensor:
+    """`n` known random views of an image, as windows (hx, hy, bx, by): per axis a
+    half-size h with 1/h log-uniform in [1, largest_zoom], and a centre b anywhere that
+    keeps the view on the image (|b| <= 1 - h). Drawn from torch's global generator, which
+    the training run seeds and checkpoints.
+
+    The views do not depend on the window: views chosen to keep each image's window in
+    sight let a window pinned to a corner of the image meet the equivariance term exactly
+    (every such view shares that corner), and it did, on 2 of 4 seeds (docs/attention.md).
+    """
+    halves = torch.exp(-math.log(largest_zoom) * torch.rand(n, 2))
+    centres = (1 - halves) * (2 * torch.rand(n, 2) - 1)
+    return torch.cat([halves, centres], dim=1).to(device)
+
+
+def window_in_view(windows: torch.Tensor, views: torch.Tensor) -> torch.Tensor:
+    """Windows (sx, sy, tx, ty) of an image, in the coordinates of views (hx, hy, bx, by) of
+    it: a window of centre c and half-side s is, in a view of centre b and half-side h, the
+    window of centre (c - b) / h and half-side s / h."""
+    halves, centres = views[:, :2], views[:, 2:]
+    return torch.cat([windows[:, :2] / halves, (windows[:, 2:] - centres) / halves], dim=1)
+
+
+def equivariance_loss(predicted: torch.Tensor, expected: torch.Tensor) -> torch.Tensor:
+    """How far windows predicted on views are from the windows of the whole images carried
+    into those views (`window_in_view`): the squared distance of their centres plus the
+    squared log-ratio of their sides, summed over both axes, averaged over the images.
+    Sides are compared by their log, so that a window twice too large costs as much as
+    one half too small, whatever its size."""
+    scales = predicted[:, :2].abs().clamp_min(1e-3), expected[:, :2].abs().clamp_min(1e-3)
+    sides = (scales[0].log() - scales[1].log()).square().sum(dim=1)
+    centres = (predicted[:, 2:] - expected[:, 2:]).square().sum(dim=1)
+    return (sides + centres).mean()
+
+
 def source_copy(x: torch.Tensor, sample_size: int | None) -> torch.Tensor:
     """The copy every setting's window is sampled from: `x` shrunk to `sample_size` if larger
     (`classifier.sample_size`; None: the stored image). The data loader makes the same copy
@@ -358,10 +393,18 @@ class STModule(nn.Module):
         shifts = torch.maximum(torch.minimum(params[..., 2:], limit), -limit)
         return torch.cat([scales, shifts], dim=-1)
 
-    def params(self, x: torch.Tensor) -> torch.Tensor:
-        """Predict (sx, sy, tx, ty) per image, N x 4."""
+    def params(self, x: torch.Tensor, label_grad: str = "module") -> torch.Tensor:
+        """Predict (sx, sy, tx, ty) per image, N x 4. `label_grad` (`LABEL_GRADS`) says what
+        a loss on them trains: the whole module, only the last layer's bias (the part of the
+        window that is the same for every image), or nothing."""
         small = normalise(to_size(x, self.loc_size)).expand(-1, self.loc_channels, -1, -1)
-        return self.bounded(self.regressor(self.localization(small)))
+        raw = self.regressor(self.localization(small))
+        if label_grad == "bias":
+            bias = self.regressor[-1].bias
+            raw = raw.detach() + (bias - bias.detach())
+        elif label_grad == "none":
+            raw = raw.detach()
+        return self.bounded(raw)
 
     @staticmethod
     def theta(params: torch.Tensor) -> torch.Tensor:
@@ -378,6 +421,13 @@ class STModule(nn.Module):
         x = self.sample_input(x)
         params = self.params(x)
         return sample_window(x, params, self.output_size), params
+
+
+LABEL_GRADS = ("module", "bias", "none")
+"""`stn.label_grad`: what the classification loss trains in the ST module: all of it (the
+paper: end to end), or only the last layer's bias, the window shared by every image (not
+in the paper), so that what differs between images is learnt from the equivariance term
+alone (docs/attention.md)."""
 
 
 class STN(nn.Module):
@@ -400,12 +450,18 @@ class STN(nn.Module):
         st: STModule,
         reinforce_sigma: tuple[float, float] | None = None,
         reinforce_pairs: bool = False,
+        label_grad: str = "module",
     ):
         super().__init__()
+        if label_grad not in LABEL_GRADS:
+            raise ValueError(
+                f"stn.label_grad must be one of {', '.join(LABEL_GRADS)}, got {label_grad!r}"
+            )
         self.classifier = classifier
         self.st = st
         self.reinforce_sigma = reinforce_sigma
         self.reinforce_pairs = reinforce_pairs
+        self.label_grad = label_grad
         # (sx, sy, tx, ty) of the last batch, still in the graph: a loss term on the window
         # (the apex penalty, the REINFORCE term) back-propagates through it
         self.last_params: torch.Tensor | None = None
@@ -419,7 +475,7 @@ class STN(nn.Module):
         if windows is not None:
             self.last_params, self.last_noise, self.last_windows = windows, None, windows
             return self.classifier(sample_window(x, windows, self.st.output_size))
-        params = self.st.params(x)
+        params = self.st.params(x, label_grad=self.label_grad)
         self.last_params, self.last_noise, window = params, None, params
         if self.training and self.reinforce_sigma is not None:
             sigma_s, sigma_t = self.reinforce_sigma
@@ -432,6 +488,20 @@ class STN(nn.Module):
             self.last_noise = noise / sigma**2
         self.last_windows = window
         return self.classifier(sample_window(x, window, self.st.output_size))
+
+    def equivariance_term(self, x: torch.Tensor, largest_zoom: float) -> torch.Tensor:
+        """A loss that is zero only when the module's window follows the image: each image
+        of `x` is also shown to the module through a random view of it (`random_views`,
+        sampled by `sample_window`, the same sampler as every window), and the window it
+        predicts there is compared with its window on the whole image, carried into that
+        view (`equivariance_loss`). A window that is the same for every image cannot meet
+        it, whatever the label says (the equivariance constraint of SEAM, Wang et al. 2020,
+        and Thewlis et al. 2017, applied to the window; not in the paper). Only the
+        localization net sees the views; the classifier never does."""
+        x = self.st.sample_input(x)
+        views = random_views(len(x), largest_zoom, x.device)
+        seen = sample_window(x, views, x.shape[-1], largest_scale=1.0)
+        return equivariance_loss(self.st.params(seen), window_in_view(self.st.params(x), views))
 
     def reinforce_term(self, losses: torch.Tensor) -> torch.Tensor | float:
         """The surrogate whose gradient is the REINFORCE estimate of d mean(loss) / d window
@@ -490,7 +560,13 @@ def build_model(setting: str, classifier: dict, stn: dict | None = None) -> nn.M
             keep_inside=stn.get("keep_inside", False),
         )
     sigma = stn.get("reinforce_sigma")
-    return STN(model, st, tuple(sigma) if sigma else None, stn.get("reinforce_pairs", False))
+    return STN(
+        model,
+        st,
+        tuple(sigma) if sigma else None,
+        stn.get("reinforce_pairs", False),
+        stn.get("label_grad", "module"),
+    )
 
 
 def load_warm_start(model: STN, path: str | os.PathLike) -> None:

@@ -224,6 +224,9 @@ class Stn(Section):
         Annotated[list[Annotated[float, Field(gt=0)]], Field(min_length=2, max_length=2)] | None
     )
     reinforce_pairs: bool
+    equivariance_weight: Annotated[float, Field(ge=0)]
+    equivariance_zoom: Annotated[float, Field(ge=1, le=4)]
+    label_grad: Literal["module", "bias", "none"]
 
 
 class Train(Section):

@@ -317,7 +317,7 @@ def train_epoch(run: Run, epoch: int) -> float:
             logits = run.train_model(images) if held is None else run.train_model(images, held)
         labels = labels.repeat(len(logits) // len(labels))  # stn.reinforce_pairs: each twice
         loss = F.binary_cross_entropy_with_logits(logits.float(), labels)
-        loss = loss + _window_penalty(run)
+        loss = loss + _window_penalty(run) + _equivariance(run, images, epoch)
         if not torch.isfinite(loss):
             raise FloatingPointError(
                 f"{run.name}: training loss is {loss.item()} in epoch {epoch}; lower classifier.lr"
@@ -457,6 +457,20 @@ def _window_penalty(run: Run) -> torch.Tensor | float:
     if stn.get("area_weight"):
         penalty = penalty + stn["area_weight"] * (params[:, 0] * params[:, 1]).mean()
     return penalty
+
+
+def _equivariance(run: Run, images: torch.Tensor, epoch: int) -> torch.Tensor | float:
+    """`stn.equivariance_weight` x `STN.equivariance_term`: the window must follow known
+    random views of each training image (not in the paper). Off at weight 0, and while the
+    ST module is held (`stn.warmup_epochs`)."""
+    stn = run.config["stn"]
+    if not isinstance(run.model, STN) or not stn.get("equivariance_weight"):
+        return 0.0
+    if epoch <= stn["warmup_epochs"]:
+        return 0.0
+    return stn["equivariance_weight"] * run.model.equivariance_term(
+        images, stn["equivariance_zoom"]
+    )
 
 
 @torch.no_grad()

@@ -543,3 +543,23 @@ def test_the_reinforce_term_trains_the_window_only_and_only_when_asked():
     assert train_module._reinforce_term(run, model(images), labels) == 0.0
     plain = build_model("stn", classifier, stn | {"reinforce_sigma": None}).train()
     assert train_module._reinforce_term(SimpleNamespace(model=plain), plain(images), labels) == 0.0
+
+
+def test_the_equivariance_term_is_weighted_and_off_at_zero_weight_and_in_the_warmup():
+    torch.manual_seed(0)
+    stn = STN | {"sy_init": 0.8, "warmup_epochs": 1, "equivariance_zoom": 1.3}
+    model = build_model("stn", CONFIG["classifier"], stn)
+    images = torch.rand(4, 1, SIZE, SIZE)
+    run = SimpleNamespace(model=model, config={"stn": stn | {"equivariance_weight": 0.5}})
+    torch.manual_seed(1)
+    weighted = train_module._equivariance(run, images, epoch=2)
+    torch.manual_seed(1)
+    assert float(weighted) == pytest.approx(0.5 * float(model.equivariance_term(images, 1.3)))
+    assert float(weighted) > 0  # one window for every image: the untrained module pays
+    assert train_module._equivariance(run, images, epoch=1) == 0.0  # the module is held
+    run.config["stn"]["equivariance_weight"] = 0.0
+    assert train_module._equivariance(run, images, epoch=2) == 0.0
+    baseline = SimpleNamespace(
+        model=build_model("baseline", CONFIG["classifier"]), config=run.config
+    )
+    assert train_module._equivariance(baseline, images, epoch=2) == 0.0
