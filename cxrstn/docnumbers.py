@@ -73,6 +73,7 @@ FULL_ROWS = (
     ("share of the lung box inside the window", "roi_lung_coverage", "share"),
     ("r, window centre with the lung box's", "roi_r_centre", "r"),
     ("r, window height with the lung box's", "roi_r_height", "r"),
+    ("spread of the window's centre, share of the lung boxes'", "roi_spread_centre", "r"),
 )
 """docs/results.md's Table II: the paper's seven rows and every window measure."""
 

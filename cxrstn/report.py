@@ -603,12 +603,13 @@ def roi_quality_rows(rois: pd.DataFrame) -> tuple[list, list]:
     summary = roi_summary(rois)
     columns = ["Setting", "IoU with the lung box (%)", "lung box in view (%)"]
     columns += ["apices in view (%)", "r of vertical centre", "r of height"]
+    columns += ["centre's spread / the lungs'"]
     rows = []
     for setting in [s for s in SETTINGS if s in summary]:
         values = summary[setting]
         row = [TITLES[setting]]
         for name in ROI_METRICS:
-            scale = 1 if name.startswith("roi_r_") else 100
+            scale = 1 if name.startswith(("roi_r_", "roi_spread_")) else 100
             mean, std = values[name]["mean"] * scale, values[name]["std"] * scale
             row.append(f"{mean:.2f} ± {std:.2f}" if scale == 1 else f"{mean:.1f} ± {std:.1f}")
         rows.append(row)

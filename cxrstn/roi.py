@@ -119,7 +119,14 @@ def phantom_lung_boxes(truth_csv: str | os.PathLike, paths) -> pd.DataFrame:
     )
 
 
-ROI_METRICS = ("roi_iou", "roi_lung_coverage", "roi_apex_coverage", "roi_r_centre", "roi_r_height")
+ROI_METRICS = (
+    "roi_iou",
+    "roi_lung_coverage",
+    "roi_apex_coverage",
+    "roi_r_centre",
+    "roi_r_height",
+    "roi_spread_centre",
+)
 """What `quality` measures of a set of windows, as named in reports/metrics.json."""
 
 
@@ -131,14 +138,20 @@ def quality(windows, lungs) -> dict[str, float]:
     """How `windows` frame their images' `lungs` (N x 4 each): mean IoU, mean share of the
     lung box inside the window, mean apex coverage, and whether the window follows each
     image: the Pearson r across images of the window's and the lung box's vertical centre,
-    and of their heights (0 when either does not vary, e.g. the whole image)."""
+    and of their heights (0 when either does not vary, e.g. the whole image), and how far
+    the window's vertical centre spreads across images as a share of the lung boxes'
+    spread (standard deviations; 0 for one window for all images, about 1 for a window
+    that moves as much as the lungs do)."""
     windows, lungs = _boxes(windows), _boxes(lungs)
+    centres, lung_centres = windows[:, 1] + windows[:, 3], lungs[:, 1] + lungs[:, 3]
+    spread = centres.std() / lung_centres.std() if lung_centres.std() > 0 else 0.0
     return {
         "roi_iou": float(iou(windows, lungs).mean()),
         "roi_lung_coverage": float(coverage(windows, lungs).mean()),
         "roi_apex_coverage": float(apex_coverage(windows, lungs).mean()),
-        "roi_r_centre": _pearson(windows[:, 1] + windows[:, 3], lungs[:, 1] + lungs[:, 3]),
+        "roi_r_centre": _pearson(centres, lung_centres),
         "roi_r_height": _pearson(windows[:, 3] - windows[:, 1], lungs[:, 3] - lungs[:, 1]),
+        "roi_spread_centre": float(spread),
     }
 
 

@@ -177,3 +177,13 @@ def test_roi_table_and_summary_per_setting_and_fold():
     assert summary["baseline"]["roi_lung_coverage"]["mean"] == 1.0
     with pytest.raises(ValueError, match="need data/crops.csv"):
         roi_table({("yolo", 0): test}, lungs, None, 512)
+
+
+def test_the_centre_spread_is_the_windows_share_of_the_lungs_spread():
+    lungs = np.array([[0.2, 0.1, 0.8, 0.5], [0.2, 0.3, 0.8, 0.7], [0.2, 0.2, 0.8, 0.6]])
+    assert quality(lungs, lungs)["roi_spread_centre"] == pytest.approx(1.0)
+    half = lungs.copy()
+    half[:, [1, 3]] = 0.5 * lungs[:, [1, 3]] + 0.5 * 0.6  # moves half as far
+    assert quality(half, lungs)["roi_spread_centre"] == pytest.approx(0.5)
+    whole = np.tile([0.0, 0.0, 1.0, 1.0], (3, 1))
+    assert quality(whole, lungs)["roi_spread_centre"] == 0.0
