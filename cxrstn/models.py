@@ -189,6 +189,31 @@ def equivariance_loss(predicted: torch.Tensor, expected: torch.Tensor) -> torch.
     return (sides + centres).mean()
 
 
+@torch.no_grad()
+def equivariance_slope(
+    st: nn.Module, x: torch.Tensor, half: float = 0.8, shift: float = 0.2
+) -> float:
+    """Whether a module's window follows what it sees: each image of `x` is shown through a
+    centred view (half-side `half`) and through views moved by -`shift` and +`shift` along
+    each axis, and the shift of the predicted window's centre (in the view's coordinates)
+    is regressed, through the origin, on the shift the image's content made there
+    (-b / h). 1: the window moves with the content; 0: it stays where it was in the view,
+    one window for every view."""
+    x = st.sample_input(x)
+    applied, predicted = [], []
+    for axis in (0, 1):
+        centres = []
+        for offset in (-shift, 0.0, shift):
+            view = x.new_tensor([half, half, 0.0, 0.0]).repeat(len(x), 1)
+            view[:, 2 + axis] = offset
+            centres.append(st.params(sample_window(x, view, x.shape[-1], 1.0))[:, 2 + axis])
+        for moved, offset in ((centres[0], -shift), (centres[2], shift)):
+            applied.append(torch.full_like(moved, -offset / half))
+            predicted.append(moved - centres[1])
+    a, p = torch.cat(applied).double(), torch.cat(predicted).double()
+    return float((a * p).sum() / (a * a).sum())
+
+
 def source_copy(x: torch.Tensor, sample_size: int | None) -> torch.Tensor:
     """The copy every setting's window is sampled from: `x` shrunk to `sample_size` if larger
     (`classifier.sample_size`; None: the stored image). The data loader makes the same copy

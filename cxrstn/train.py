@@ -36,7 +36,7 @@ from cxrstn.device import choose_device
 from cxrstn.distributed import ShardedSampler, World, local_batch_size, start, stop
 from cxrstn.images import ImageStore
 from cxrstn.io import atomic_path
-from cxrstn.models import STN, build_model, load_warm_start, random_windows
+from cxrstn.models import STN, build_model, equivariance_slope, load_warm_start, random_windows
 from cxrstn.roi import coverage, iou, stn_window
 
 ST_PARAMS = ("sx", "sy", "tx", "ty")
@@ -552,6 +552,14 @@ def predict(
         for column, values in zip(ST_PARAMS, st_params.T, strict=True):
             scored[column] = values
     return scored
+
+
+def window_slope(model: STN, store: ImageStore, paths: list[str], limit: int = 256) -> float:
+    """`models.equivariance_slope` of an STN's module on the first `limit` of `paths`: does
+    its window follow the content of each image (1) or stay where it is (0)?"""
+    dataset = ImageDataset(store, paths[:limit], [0] * len(paths[:limit]), side=input_side(model))
+    images = torch.stack([dataset.source(i) for i in range(len(dataset))])
+    return equivariance_slope(model.st.eval(), images)
 
 
 def model_file(result: TrainResult, config: dict) -> dict:

@@ -37,7 +37,14 @@ from cxrstn.ood import STATS_FILE, training_stats
 from cxrstn.roi import phantom_lung_boxes, quality, stn_window
 from cxrstn.settings import SETTINGS
 from cxrstn.thorax import check_low_conf
-from cxrstn.train import ST_PARAMS, model_file, predict, train_run, warm_start_path
+from cxrstn.train import (
+    ST_PARAMS,
+    model_file,
+    predict,
+    train_run,
+    warm_start_path,
+    window_slope,
+)
 
 
 def yolo_rows(frame: pd.DataFrame, crops: pd.DataFrame, low_conf: str) -> tuple:
@@ -153,6 +160,9 @@ def main() -> None:
         metrics["gflops_st"] = round(gflops(model.st, torch.zeros(1, 1, size, size)), 4)
         metrics |= {f"test_{name}_mean": round(float(test[name].mean()), 4) for name in ST_PARAMS}
         metrics |= {f"test_{name}_std": round(float(test[name].std()), 4) for name in ST_PARAMS}
+        metrics["test_equivariance_slope"] = round(
+            window_slope(model, store, list(test["path"])), 4
+        )
     if lung_boxes is not None:
         metrics |= window_quality(test, lung_boxes)
     write_json(run_dir / "metrics.json", metrics)

@@ -1,4 +1,4 @@
-"""The equivariance term (`stn.equivariance_weight`) and what the label trains (`stn.label_grad`)."""
+"""The equivariance term (`stn.equivariance_weight`), its slope, and `stn.label_grad`."""
 
 import numpy as np
 import pytest
@@ -10,6 +10,7 @@ from cxrstn.models import (
     Classifier,
     STModule,
     equivariance_loss,
+    equivariance_slope,
     random_views,
     sample_window,
     window_in_view,
@@ -95,7 +96,7 @@ def test_a_constant_window_pays_the_term_and_the_term_alone_teaches_the_window_t
     with torch.no_grad():
         assert model.equivariance_term(train[:32], 1.3).item() > 0.005
     optimizer = torch.optim.Adam(model.st.parameters(), lr=1e-3)
-    for step in range(300):
+    for _ in range(300):
         batch = train[torch.randint(len(train), (32,))]
         loss = model.equivariance_term(batch, 1.3)
         optimizer.zero_grad()
@@ -137,3 +138,37 @@ def test_label_grad_says_what_the_classification_loss_trains_in_the_module(label
 def test_label_grad_must_be_known():
     with pytest.raises(ValueError, match="stn.label_grad must be one of module, bias, none"):
         STN(Classifier(0.0625, 32), STModule(32, loc_size=32), label_grad="weights")
+
+
+class _Centroid(torch.nn.Module):
+    """A window on each image's brightness centroid (it follows the content exactly), or
+    held at one place (it follows nothing)."""
+
+    def __init__(self, follows: bool):
+        super().__init__()
+        self.follows = follows
+
+    def sample_input(self, x):
+        return x
+
+    def params(self, x):
+        n, _, h, w = x.shape
+        grid_y, grid_x = torch.meshgrid(
+            (torch.arange(h) + 0.5) / h * 2 - 1, (torch.arange(w) + 0.5) / w * 2 - 1, indexing="ij"
+        )
+        mass = x[:, 0].clamp_min(0)
+        total = mass.sum(dim=(1, 2))
+        centres = torch.stack(
+            [(mass * grid_x).sum(dim=(1, 2)) / total, (mass * grid_y).sum(dim=(1, 2)) / total], 1
+        )
+        if not self.follows:
+            centres = torch.zeros_like(centres)
+        return torch.cat([torch.full((n, 2), 0.3), centres], dim=1)
+
+
+def test_the_equivariance_slope_is_one_for_a_window_that_follows_and_zero_for_one_that_does_not():
+    images = torch.zeros(6, 1, 96, 96)
+    for i, image in enumerate(images):  # a small blob, well inside every view
+        image[0, 40 + i : 50 + i, 38 + 2 * i : 46 + 2 * i] = 1.0
+    assert equivariance_slope(_Centroid(True), images) == pytest.approx(1.0, abs=0.02)
+    assert equivariance_slope(_Centroid(False), images) == 0.0

@@ -254,6 +254,7 @@ def test_stage_writes_predictions_metrics_and_model(data, tmp_path, monkeypatch,
         # IoU with the central half box = (0.5 x 0.1) / (1 x 0.1 + 0.25 - 0.05) = 1/6,
         # unless the ST module moved; its logged curve has one point per epoch.
         assert 0 <= metrics["test_window_iou"] <= 1
+        assert -1 < metrics["test_equivariance_slope"] < 1  # a tiny module, barely trained
         curve = pd.read_csv(
             run_dir / "live" / "plots" / "metrics" / "val" / "window_iou.tsv", sep="\t"
         )
