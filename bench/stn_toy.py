@@ -1,7 +1,7 @@
 """Does the ST module learn per-image attention on a task made to need it? (issue 20, item 1)
 
     python bench/stn_toy.py [--threads 1] [--steps N] [--seed 0] [--no-oracle] [--json PATH]
-                            [--half 1] [--target 40 44] [--probe]
+                            [--half 1] [--target 40 44] [--probe] [--equivariance W]
 
 Trains, with the project's classifier, ST module and Adam groups (`cxrstn.toy`), the
 classifier on the whole canvas, on the target's own box (the oracle: what a perfect
@@ -45,12 +45,19 @@ def main(argv=None) -> int:
         "--target", type=int, nargs=2, default=toy.Task().target, help="target side range, px"
     )
     parser.add_argument("--probe", action="store_true", help="measure the learning signal")
+    parser.add_argument(
+        "--equivariance",
+        type=float,
+        default=0.0,
+        help="stn.equivariance_weight added to the recipe (default 0: the recipe as it is)",
+    )
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     task = replace(toy.Task(), half=args.half, target=tuple(args.target))
     if args.probe:
         return probe(task, args.seed)
     recipe = toy.Recipe() if args.steps is None else replace(toy.Recipe(), steps=args.steps)
+    recipe = replace(recipe, stn=recipe.stn | {"equivariance_weight": args.equivariance})
     settings = ("whole", "stn") if args.no_oracle else ("whole", "oracle", "stn")
     started = time.perf_counter()
     result = toy.check(recipe, task, args.seed, args.test, settings, log=print)

@@ -170,6 +170,10 @@ class Recipe:
             # the window learns from the loss of jittered windows (stn.reinforce_sigma):
             # through the sampler's gradient it does not find the target
             "reinforce_sigma": (0.05, 0.15),
+            # the window follows known random views of each canvas (stn.equivariance_weight;
+            # 0: off, the recipe above; bench/stn_toy.py --equivariance 0.3 adds it)
+            "equivariance_weight": 0.0,
+            "equivariance_zoom": 1.3,
         }
     )
 
@@ -250,6 +254,9 @@ def train(setting: str, recipe: Recipe, task: Task, seed: int, log=None) -> nn.M
         loss = losses.mean()
         if setting == "stn" and step > recipe.warm_steps:
             loss = loss + model.reinforce_term(losses)
+            if recipe.stn.get("equivariance_weight"):
+                term = model.equivariance_term(images, recipe.stn["equivariance_zoom"])
+                loss = loss + recipe.stn["equivariance_weight"] * term
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
