@@ -15,10 +15,27 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 CACHE_DIR = PROJECT_ROOT / ".cache"
 # numpy's dispatch targets above AVX2 (X86_V3), as numpy 2.x names them
 NUMPY_AVX2_PIN = "X86_V4 AVX512_ICL AVX512_SPR"
+SIMD_HOLD = {
+    # numpy picks its SIMD kernels when first imported. Its AVX-512 exp, log1p, sin...
+    # differ from the AVX2 ones in the last bit, which moved 31 of the phantom's 258 files
+    # between CPUs.
+    "NPY_DISABLE_CPU_FEATURES": NUMPY_AVX2_PIN,
+    # torch's own vectorised kernels (sampling, resizing, reductions, Adam).
+    "ATEN_CPU_CAPABILITY": "avx2",
+    # oneDNN's convolutions and pooling: their AVX-512 kernels block and sum differently.
+    "ONEDNN_MAX_CPU_ISA": "AVX2",
+    # MKL's matrix products (the dense layers): its AVX2 code path on every x86-64 CPU,
+    # Intel or AMD (conditional numerical reproducibility), not the one it picks per CPU.
+    "MKL_CBWR": "AVX2",
+}
+"""What holds every library that computes on the CPU to one instruction set, so that a stage
+writes the same bytes on any x86-64 CPU with AVX2 (bench/simd.py; docs/architecture.md).
+Each cost nothing measurable on a training stage. `CXRSTN_SIMD=native` lifts them all."""
 
 
 def tool_environment() -> dict[str, str]:
-    """The environment variables `configure_tools` sets when they are not set already."""
+    """The environment variables `configure_tools` sets when they are not set already (the
+    SIMD holds only unless CXRSTN_SIMD=native)."""
     return {
         "MPLCONFIGDIR": str(CACHE_DIR / "matplotlib"),
         "YOLO_CONFIG_DIR": str(CACHE_DIR / "ultralytics"),
@@ -30,12 +47,7 @@ def tool_environment() -> dict[str, str]:
         # default: on a machine whose cores are shared, 2 threads then ran 10-20x slower
         # than 1; 1,000 spins keep their speed on free cores and lose nothing when shared.
         "GOMP_SPINCOUNT": "1000",
-        # numpy picks its SIMD kernels when first imported. Its AVX-512 exp, log1p, sin...
-        # differ from the AVX2 ones in the last bit, which moved 31 of the phantom's 258
-        # files between CPUs; held to the AVX2 kernels, the data stages write the same
-        # bytes on AVX2 and AVX-512 machines (bench/simd.py). Set it to "" to lift the pin.
-        "NPY_DISABLE_CPU_FEATURES": NUMPY_AVX2_PIN,
-    }
+    } | ({} if os.environ.get("CXRSTN_SIMD") == "native" else SIMD_HOLD)
 
 
 def configure_tools() -> None:
