@@ -21,6 +21,7 @@ import yaml
 from cxrstn import __version__
 from cxrstn.io import flatten, load_params
 from cxrstn.runtime import configure_tools
+from cxrstn.settings import SETTINGS
 
 EXIT_OK = 0
 EXIT_ERROR = 1  # the command could not do its job: bad input, missing model or file
@@ -349,8 +350,9 @@ def build_parser() -> argparse.ArgumentParser:
         "(one per fold model) or the YOLO box drawn on it"
     )  # fmt: skip
     scorer.add_argument(
-        "--setting", choices=["stn", "yolo", "baseline"], default="stn",
-        help="which classifiers score (default: stn)",
+        "--setting", choices=SETTINGS, default="stn",
+        help="which classifiers score (default: stn, the paper's; stn_eq: the equivariant "
+        "window, not in the paper)",
     )  # fmt: skip
     scorer.add_argument(
         "--fold", type=fold_choice, default=None, metavar="all|K",

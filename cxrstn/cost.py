@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from cxrstn.settings import TITLES
+from cxrstn.settings import SHORT_NAMES, ST_SETTINGS, TITLES
 
 
 def _get(record: dict | None, key: str):
@@ -49,10 +49,11 @@ def cost_rows(run_info: dict, detector: dict | None, crop: dict | None) -> dict:
     classifier_gflops = {s: _mean_of(run_info, s, "gflops_classifier") for s in settings}
     params = {s: _mean_of(run_info, s, "n_params") for s in settings}
     seconds = {s: _sum_of(run_info, s, "train_seconds") for s in settings}
-    st_gflops = _mean_of(run_info, "stn", "gflops_st")
+    st = next((s for s in ST_SETTINGS if s in settings), None)  # every ST module is alike
+    st_gflops = _mean_of(run_info, st, "gflops_st") if st else None
     st_params = None
-    if params.get("stn") and params.get("baseline"):
-        st_params = params["stn"] - params["baseline"]  # same classifier in both
+    if st and params.get(st) and params.get("baseline"):
+        st_params = params[st] - params["baseline"]  # same classifier in both
 
     components = []
     if detector is None:
@@ -85,9 +86,10 @@ def cost_rows(run_info: dict, detector: dict | None, crop: dict | None) -> dict:
             ]
         )
     for setting in settings:
-        title = {"stn": "STN: ST module + VGG16"}.get(setting, f"VGG16 ({setting})")
+        title = f"{SHORT_NAMES[setting]}: ST module + VGG16" if setting in ST_SETTINGS else None
+        title = title or f"VGG16 ({setting})"
         gflops = classifier_gflops[setting]
-        if setting == "stn" and gflops is not None and st_gflops is not None:
+        if setting in ST_SETTINGS and gflops is not None and st_gflops is not None:
             gflops += st_gflops
         components.append(
             [
@@ -99,14 +101,14 @@ def cost_rows(run_info: dict, detector: dict | None, crop: dict | None) -> dict:
                 + _fmt(_mean_of(run_info, setting, "train_images_per_second"), " images/s", 1),
             ]
         )
-    if "stn" in settings:
+    if st:
         components.append(
             [
                 "of which the ST module",
                 _count(st_params),
                 _fmt(st_gflops),
                 "trained with the classifier",
-                "n_params of the stn runs minus the baseline's (same classifier)",
+                f"n_params of the {st} runs minus the baseline's (same classifier)",
             ]
         )
 
@@ -119,7 +121,7 @@ def cost_rows(run_info: dict, detector: dict | None, crop: dict | None) -> dict:
             n_params = _add(n_params, _get(detector, "n_params"))
             gflops = _add(gflops, _get(detector, "gflops"))
             train = _add(train, _get(detector, "train_seconds"), _get(crop, "seconds"))
-        if setting == "stn":
+        if setting in ST_SETTINGS:
             models = "ST module + VGG16, one network"
             gflops = _add(gflops, st_gflops)
         totals[setting] = (n_params, gflops, train)
@@ -148,7 +150,7 @@ def _extra_over_baseline(totals: dict) -> str:
     if "baseline" not in totals:
         return "No baseline run to compare the costs with."
     parts = []
-    for setting in ("yolo", "stn"):
+    for setting in ("yolo", *ST_SETTINGS):
         if setting not in totals:
             continue
         extra = [

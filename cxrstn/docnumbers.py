@@ -395,7 +395,25 @@ def verdict(metrics: dict) -> str:
             parts.append(f"the thorax crop costs {-diff:.1f} points")
     if not parts:
         raise ValueError("reports/metrics.json holds neither an stn nor a yolo comparison")
-    return "On the default run " + ", while ".join(parts) + "."
+    return "On the default run " + ", while ".join(parts) + "." + _equivariant_clause(metrics)
+
+
+def _equivariant_clause(metrics: dict) -> str:
+    """What the fourth setting (stn_eq, not in the paper) adds, when it ran: whether its
+    window follows the lungs, and its AUC against the baseline and the thorax crop."""
+    if "stn_eq" not in metrics:
+        return ""
+    window = "follows each image's lungs" if follows(metrics, "stn_eq") else "follows no image"
+    scores = []
+    for other, name in (("baseline", "the baseline"), ("yolo", "the crop")):
+        test = paired(metrics, other, "stn_eq")
+        if test is not None:
+            chance = ", within chance" if test["p"] >= ALPHA else ""
+            scores.append(f"{test['auc_diff']:+.1f} against {name}{chance}")
+    score = f" ({'; '.join(scores)})" if scores else ""
+    return (
+        f" With an equivariant window (not in the paper), the ST module's window {window}{score}."
+    )
 
 
 def source_line(machine_text: str | None, n_folds: int) -> str:

@@ -22,9 +22,10 @@ from cxrstn.images import square_box
 from cxrstn.io import atomic_path
 from cxrstn.metrics import GRID, mean_pr, mean_roc
 from cxrstn.roi import stn_window
-from cxrstn.settings import SHORT_NAMES
+from cxrstn.settings import SHORT_NAMES, ST_SETTINGS
 
-SETTING_COLORS = {"baseline": "#7f7f7f", "yolo": "#1f77b4", "stn": "#d62728"}
+SETTING_COLORS = {"baseline": "#7f7f7f", "yolo": "#1f77b4", "stn": "#d62728", "stn_eq": "#ff7f0e"}
+COLOR_NAMES = {"#7f7f7f": "grey", "#1f77b4": "blue", "#d62728": "red", "#ff7f0e": "orange"}
 
 
 def save(figure: Figure, path: str | os.PathLike) -> None:
@@ -103,15 +104,20 @@ def _blank(axes: Axes, message: str) -> None:
 
 
 def roi_figure(examples: list[dict], path: str | os.PathLike) -> None:
-    """One row per example: original with YOLO box and STN window, YOLO crop, STN output.
+    """One row per example: the original with the YOLO box and every STN window, the YOLO
+    crop, then what each STN setting's classifier saw (the paper's Fig. 4, one column per
+    STN setting).
 
-    Each example holds `title`, `image` (square uint8), optional `box` (x0, y0, x1, y1
-    in `image` pixels) and `lung_box` (the same), `crop` (image or None) with
-    `crop_note`, and `theta` (sx, sy, tx, ty or None) with `stn_note`.
+    Each example holds `title`, `image` (square uint8), optional `box` (x0, y0, x1, y1 in
+    `image` pixels) and `lung_box` (the same), `crop` (image or None) with `crop_note`, and
+    `windows`: {STN setting: (sx, sy, tx, ty)}, empty when no STN ran.
     """
-    rows = max(len(examples), 1)
-    figure, grid = _subplots(rows, 3, figsize=(9.0, 3.1 * rows), squeeze=False)
-    for column, title in enumerate(["Original: YOLO box, STN window", "YOLO crop", "STN output"]):
+    settings = [s for s in ST_SETTINGS if any(s in e.get("windows", {}) for e in examples)]
+    rows, columns = max(len(examples), 1), 2 + max(len(settings), 1)
+    figure, grid = _subplots(rows, columns, figsize=(3.0 * columns, 3.1 * rows), squeeze=False)
+    titles = ["Original: YOLO box, STN windows", "YOLO crop"]
+    titles += [f"{SHORT_NAMES[s]} output" for s in settings] or ["STN output"]
+    for column, title in enumerate(titles):
         grid[0, column].set_title(title, fontsize=10, fontweight="bold")
     if not examples:
         _blank(grid[0, 0], "no test images to show")
@@ -141,10 +147,13 @@ def roi_figure(examples: list[dict], path: str | os.PathLike) -> None:
             row[0].add_patch(
                 Rectangle((x0 - 0.5, y0 - 0.5), x1 - x0, y1 - y0, fill=False, color="#2ca02c", lw=2)
             )
-        if example.get("theta") is not None:
-            row[0].add_patch(
-                window_rectangle(example["theta"], size, color="#d62728", lw=2, ls="--")
-            )
+        windows = example.get("windows", {})
+        for setting in settings:
+            if setting in windows:
+                color = SETTING_COLORS[setting]
+                row[0].add_patch(
+                    window_rectangle(windows[setting], size, color=color, lw=2, ls="--")
+                )
         row[0].set_xlim(-0.5, size - 0.5)
         row[0].set_ylim(size - 0.5, -0.5)
         row[0].set_xlabel(example["title"], fontsize=7.5, loc="left")
@@ -152,21 +161,24 @@ def roi_figure(examples: list[dict], path: str | os.PathLike) -> None:
             row[1].imshow(example["crop"], cmap="gray", vmin=0, vmax=255)
         else:
             _blank(row[1], example.get("crop_note", "no crop"))
-        if example.get("theta") is not None:
-            row[2].imshow(stn_output(image, *example["theta"]), cmap="gray", vmin=0, vmax=255)
-            sx, sy, tx, ty = example["theta"]
+        for axes, setting in zip(row[2:], settings or [None], strict=True):
+            if setting not in windows:
+                _blank(axes, "no STN run")
+                continue
+            axes.imshow(stn_output(image, *windows[setting]), cmap="gray", vmin=0, vmax=255)
+            sx, sy, tx, ty = windows[setting]
             caption = f"sx {sx:.2f}, sy {sy:.2f}, tx {tx:.2f}, ty {ty:.2f}"
-            row[2].set_xlabel(caption, fontsize=7.5, loc="left")
-        else:
-            _blank(row[2], example.get("stn_note", "no STN run"))
+            axes.set_xlabel(caption, fontsize=7.5, loc="left")
         for axes in row:
             axes.set_xticks([])
             axes.set_yticks([])
+    legend = ", ".join(f"{SHORT_NAMES[s]} {COLOR_NAMES[SETTING_COLORS[s]]}" for s in settings)
     figure.text(
         0.5,
         -0.005,
-        "blue: YOLO box, dotted: the square cut around it; red dashed: STN sampling window "
-        "(x in tx ± sx, y in ty ± sy); green: the lung box, where known",
+        "blue: YOLO box, dotted: the square cut around it; dashed: each STN's sampling window "
+        f"(x in tx ± sx, y in ty ± sy){'; ' + legend if legend else ''}; green: the lung box, "
+        "where known",
         ha="center",
         fontsize=8.5,
     )

@@ -23,6 +23,8 @@ import torch.nn.functional as F
 from torch import nn
 from torchvision.models.vgg import VGG, cfgs, make_layers
 
+from cxrstn.settings import SETTINGS, ST_SETTINGS
+
 # Fixed normalisation of the [0, 1] pixels, the same for every setting and for prediction.
 PIXEL_MEAN = 0.5
 PIXEL_STD = 0.25
@@ -544,7 +546,8 @@ class STN(nn.Module):
 
 
 def build_model(setting: str, classifier: dict, stn: dict | None = None) -> nn.Module:
-    """The model of `setting` (baseline, yolo or stn) from the `classifier` and `stn` params.
+    """The model of `setting` (`SETTINGS`) from the `classifier` params and, for an STN
+    setting, its ST module's params (`stn`: the section of the setting's own name).
 
     The classifier is built first, so that with the same seed all settings start from the
     same classifier weights.
@@ -564,10 +567,10 @@ def build_model(setting: str, classifier: dict, stn: dict | None = None) -> nn.M
         load_vgg_weights(model.vgg, classifier["weights"])
     if setting in ("baseline", "yolo"):
         return model
-    if setting != "stn":
-        raise ValueError(f"unknown setting {setting!r}: expected baseline, yolo or stn")
+    if setting not in ST_SETTINGS:
+        raise ValueError(f"unknown setting {setting!r}: expected one of {', '.join(SETTINGS)}")
     if stn is None:
-        raise ValueError("the stn setting needs the stn params")
+        raise ValueError(f"the {setting} setting needs its ST module's params")
     # The ST module draws its initial weights from a fork of the RNG, so that after
     # build_model every setting continues the same random stream (dropout, augmentation).
     with torch.random.fork_rng(devices=[]):

@@ -12,7 +12,8 @@ added to params.yaml needs its line here. Values are strict: `epochs: 5.0` or
 `tta: "yes"` are refused rather than silently converted. Relations between keys
 (`stn.sample_size >= classifier.input_size`, ...) are in `_relations`.
 
-This module imports nothing of ours: `cxrstn.io` imports it.
+This module imports nothing of ours but the settings' names (`cxrstn.settings`, which imports
+nothing): `cxrstn.io` imports it.
 """
 
 from __future__ import annotations
@@ -33,6 +34,8 @@ from pydantic import (
     StringConstraints,
     ValidationError,
 )
+
+from cxrstn.settings import ST_SETTINGS
 
 
 class ParamsError(ValueError):
@@ -266,6 +269,7 @@ class Params(Section):
     crop: Crop
     classifier: Classifier
     stn: Stn
+    stn_eq: Stn
     train: Train
     eval: Eval
     shortcut: Shortcut
@@ -444,10 +448,53 @@ def ultralytics_settings() -> frozenset[str]:
     return frozenset(yaml.safe_load(default.read_text()))
 
 
+def _st_relations(stn: dict, section: str, size: int | None) -> list[str]:
+    """Checks between the keys of one ST module's section (`stn`, `stn_eq`)."""
+    problems = []
+    if size is not None and stn.get("loc_net") == "authors" and size < 78:
+        problems.append(
+            f"classifier.input_size = {size}: {section}.loc_net authors needs at least 78 px "
+            "(four unpadded convs and poolings)"
+        )
+    if stn.get("scale_range") is not None:
+        low, high = stn["scale_range"]
+        scales = {k: stn[k] for k in ("sx_init", "sy_init") if k in stn}
+        if low >= high:
+            problems.append(
+                f"{section}.scale_range = [{low}, {high}]: must be [low, high], low < high"
+            )
+        for name, value in scales.items():
+            if not low < value < high:
+                problems.append(
+                    f"{section}.{name} = {value}: must lie inside {section}.scale_range "
+                    f"({low}, {high})"
+                )
+        for name in ("tx_init", "ty_init"):
+            if name in stn and not -1 < stn[name] < 1:
+                problems.append(
+                    f"{section}.{name} = {stn[name]}: must lie in (-1, 1) with "
+                    f"{section}.scale_range set"
+                )
+    if stn.get("keep_inside") and (stn.get("scale_range") is None or stn["scale_range"][1] > 1):
+        problems.append(
+            f"{section}.keep_inside = true: needs {section}.scale_range with high <= 1, got "
+            f"{stn.get('scale_range')}"
+        )
+    sides = stn.get("warmup_sides")
+    if sides is not None and sides[0] > sides[1]:
+        problems.append(f"{section}.warmup_sides = {sides}: must be [low, high], low <= high")
+    if sides is not None and not stn.get("warmup_epochs"):
+        problems.append(
+            f"{section}.warmup_sides = {sides}: needs {section}.warmup_epochs >= 1 (the epochs "
+            "it applies to)"
+        )
+    return problems
+
+
 def _relations(params: dict, complete: bool) -> list[str]:
     """Checks between keys, on parameters whose single values are already valid."""
     problems = []
-    classifier, stn = params.get("classifier") or {}, params.get("stn") or {}
+    classifier = params.get("classifier") or {}
     detector, split = params.get("detector") or {}, params.get("split") or {}
 
     size = classifier.get("input_size")
@@ -456,39 +503,8 @@ def _relations(params: dict, complete: bool) -> list[str]:
         problems.append(
             f"classifier.sample_size = {sample}: must be at least classifier.input_size ({size})"
         )
-    if size is not None and stn.get("loc_net") == "authors" and size < 78:
-        problems.append(
-            f"classifier.input_size = {size}: stn.loc_net authors needs at least 78 px "
-            "(four unpadded convs and poolings)"
-        )
-    if stn.get("scale_range") is not None:
-        low, high = stn["scale_range"]
-        scales = {k: stn[k] for k in ("sx_init", "sy_init") if k in stn}
-        if low >= high:
-            problems.append(f"stn.scale_range = [{low}, {high}]: must be [low, high], low < high")
-        for name, value in scales.items():
-            if not low < value < high:
-                problems.append(
-                    f"stn.{name} = {value}: must lie inside stn.scale_range ({low}, {high})"
-                )
-        for name in ("tx_init", "ty_init"):
-            if name in stn and not -1 < stn[name] < 1:
-                problems.append(
-                    f"stn.{name} = {stn[name]}: must lie in (-1, 1) with stn.scale_range set"
-                )
-    if stn.get("keep_inside") and (stn.get("scale_range") is None or stn["scale_range"][1] > 1):
-        problems.append(
-            f"stn.keep_inside = true: needs stn.scale_range with high <= 1, got "
-            f"{stn.get('scale_range')}"
-        )
-
-    sides = stn.get("warmup_sides")
-    if sides is not None and sides[0] > sides[1]:
-        problems.append(f"stn.warmup_sides = {sides}: must be [low, high], low <= high")
-    if sides is not None and not stn.get("warmup_epochs"):
-        problems.append(
-            f"stn.warmup_sides = {sides}: needs stn.warmup_epochs >= 1 (the epochs it applies to)"
-        )
+    for section in ST_SETTINGS:
+        problems += _st_relations(params.get(section) or {}, section, size)
 
     augment = detector.get("augment") or {}
     known = ultralytics_settings()

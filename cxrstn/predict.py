@@ -40,9 +40,9 @@ from cxrstn.input_check import NOT_RADIOGRAPH, VALUES, appearance, colour_share,
 from cxrstn.io import atomic_path, read_json, write_csv
 from cxrstn.ood import STATS_FILE, FeatureStats, capture_features, feature_count
 from cxrstn.roi import stn_window
+from cxrstn.settings import SETTINGS, ST_SETTINGS
 from cxrstn.train import ST_PARAMS, _evaluate, choose_device, load_model
 
-SETTINGS = ("baseline", "yolo", "stn")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".dcm", ".dicom", ".img", ".tif", ".tiff", ".bmp")
 """Files a folder is searched for (plus any file with the DICOM preamble, whatever its name)."""
 
@@ -433,7 +433,7 @@ def predict_files(
             if len(ensemble.folds) > 1:
                 row |= {f"score_fold{k}": result[f"score_fold{k}"] for k in ensemble.folds}
             windows, box, crop = [], None, None
-            if ensemble.setting == "stn":
+            if ensemble.setting in ST_SETTINGS:
                 thetas = np.array([result[f"st_fold{k}"] for k in ensemble.folds])
                 row |= dict(zip(ST_PARAMS, thetas.mean(axis=0).tolist(), strict=True))
                 windows = [tuple(stn_window(*theta, clip=False)) for theta in thetas]

@@ -30,8 +30,8 @@ from cxrstn.provenance import (
     params_differences,
     shown_pairs,
 )
-from cxrstn.roi import ROI_METRICS, roi_summary
-from cxrstn.settings import SETTINGS, TITLES
+from cxrstn.roi import ROI_METRICS, ST_PARAMS, roi_summary
+from cxrstn.settings import SETTINGS, SHORT_NAMES, ST_SETTINGS, TITLES
 
 METRIC_TITLES = {
     "auc": "AUC",
@@ -77,11 +77,12 @@ def mean_std(values) -> str:
 
 
 def table2_rows(folds: pd.DataFrame, threshold_on: str, with_paper: bool) -> tuple[list, list]:
-    """Columns and rows of Table II for one threshold mode: ours (and the paper's) per setting."""
+    """Columns and rows of Table II for one threshold mode: ours per setting, and the
+    paper's beside each setting the paper has (`with_paper`)."""
     columns = ["Metric (%)"]
     for setting in SETTINGS:
         columns.append(TITLES[setting])
-        if with_paper:
+        if with_paper and setting in PAPER_TABLE2:
             columns.append("paper")
     chosen = folds[folds["threshold_on"] == threshold_on]
     rows = []
@@ -90,7 +91,7 @@ def table2_rows(folds: pd.DataFrame, threshold_on: str, with_paper: bool) -> tup
         for setting in SETTINGS:
             values = chosen.loc[chosen["setting"] == setting, metric]
             row.append(mean_std(values) if len(values) else "not run")
-            if with_paper:
+            if with_paper and setting in PAPER_TABLE2:
                 row.append(_paper_value(setting, metric))
         rows.append(row)
     return columns, rows
@@ -333,21 +334,24 @@ def roi_examples(
     """Test images of fold 0 for the ROI figure (the paper's Fig. 4) and a sentence saying
     how they were chosen.
 
-    With known lung boxes (`rois`, reports/eval/roi.csv) and an stn run: the STN windows
-    of best, median and worst IoU with the lung box, a third of the examples each, each
-    drawn with its lung box. Otherwise half normal, half abnormal, evenly spaced in path
-    order (deterministic, no seed). Taken from the stn run when there is one (it holds
-    sx, sy, tx, ty per image).
+    With known lung boxes (`rois`, reports/eval/roi.csv) and an STN run: the windows of the
+    first STN setting (`ST_SETTINGS`: the paper's) of best, median and worst IoU with the
+    lung box, a third of the examples each, each drawn with its lung box. Otherwise half
+    normal, half abnormal, evenly spaced in path order (deterministic, no seed). Each
+    example carries the window of every STN setting that ran on fold 0 (`windows`).
     """
-    setting = "stn" if ("stn", 0) in runs else next(iter(runs))[0]
+    windows = {}  # every STN setting's window per test image of fold 0
+    for st in (s for s in ST_SETTINGS if (s, 0) in runs):
+        missing = [c for c in ST_PARAMS if c not in runs[st, 0].columns]
+        if missing:
+            raise ValueError(f"reports/runs/{st}/fold0/predictions.csv: missing columns {missing}")
+        windows[st] = runs[st, 0].set_index("path")[list(ST_PARAMS)]
+    setting = next(iter(windows), next(iter(runs))[0])
     test = runs[setting, 0]
-    missing = [c for c in ("sx", "sy", "tx", "ty") if setting == "stn" and c not in test.columns]
-    if missing:
-        raise ValueError(f"reports/runs/stn/fold0/predictions.csv: missing columns {missing}")
     test = test[(test["split"] == "test") & test["path"].isin(resized.paths)].sort_values("path")
     lungs = None
-    if rois is not None and setting == "stn":
-        lungs = rois[(rois["setting"] == "stn") & (rois["fold"] == 0)].set_index("path")
+    if rois is not None and setting in windows:
+        lungs = rois[(rois["setting"] == setting) & (rois["fold"] == 0)].set_index("path")
         test = test[test["path"].isin(lungs.index)]
         lungs = lungs if len(test) else None
     if lungs is not None:  # best, median and worst windows, a third of the examples each
@@ -391,10 +395,11 @@ def roi_examples(
             stored = crops_store is not None and row.path in crops_store
             example["crop"] = crops_store[row.path] if stored else None
             example["crop_note"] = f"no crop: status {box['status']} (conf {box['conf']:.2f})"
-        if setting == "stn":
-            example["theta"] = (row.sx, row.sy, row.tx, row.ty)
-        else:
-            example["stn_note"] = "no STN run"
+        example["windows"] = {
+            st: tuple(float(v) for v in frame.loc[row.path])
+            for st, frame in windows.items()
+            if row.path in frame.index
+        }
         examples.append(example)
     how = (
         f"{len(examples)} test images of fold 0 ({setting} run), half normal and half "
@@ -402,8 +407,8 @@ def roi_examples(
     )
     if lungs is not None:
         how = (
-            f"{len(examples)} test images of fold 0 (stn run): the STN windows of best, "
-            "median and worst IoU with the image's lung box (green), a third each."
+            f"{len(examples)} test images of fold 0: the {SHORT_NAMES[setting]} windows of "
+            "best, median and worst IoU with the image's lung box (green), a third each."
         )
     return examples, how
 
@@ -485,7 +490,7 @@ def setup_section(inputs: ReportInputs) -> tuple[str, str]:
             f"{inputs.threshold_on} fold",
         ),
     ]
-    for section in ("classifier", "stn", "detector", "crop", "labels", "resize"):
+    for section in ("classifier", "stn", "stn_eq", "detector", "crop", "labels", "resize"):
         if section in params:
             setup.append((section, _inline(params[section])))
     if inputs.stage_reports.get("detector") is None:

@@ -14,6 +14,11 @@ import numpy as np
 import pandas as pd
 
 from cxrstn.images import square_box
+from cxrstn.settings import ST_SETTINGS
+
+ST_PARAMS = ("sx", "sy", "tx", "ty")
+"""An STN window's parameters (theta = [[sx, 0, tx], [0, sy, ty]]), as predictions.csv names
+its columns."""
 
 
 def _boxes(box) -> np.ndarray:
@@ -169,8 +174,8 @@ def crop_windows(crops: pd.DataFrame, detected_on: int) -> np.ndarray:
 def setting_windows(setting: str, test: pd.DataFrame, crops: pd.DataFrame | None, size: int):
     """The window each test image was classified through: the STN's (from its stored sx,
     sy, tx, ty), the yolo square crop, or the whole image for the baseline."""
-    if setting == "stn":
-        return stn_window(*(test[name].to_numpy() for name in ("sx", "sy", "tx", "ty")))
+    if setting in ST_SETTINGS:
+        return stn_window(*(test[name].to_numpy() for name in ST_PARAMS))
     if setting == "yolo":
         if crops is None:
             raise ValueError("the yolo setting's windows need data/crops.csv")

@@ -33,8 +33,16 @@ import numpy as np
 import pandas as pd
 from scipy.stats import norm, rankdata
 
-PAIRS = (("baseline", "stn"), ("baseline", "yolo"), ("yolo", "stn"))
-"""Pairs compared (a, b); the difference is AUC(b) - AUC(a), positive when b is better."""
+PAIRS = (
+    ("baseline", "stn"),
+    ("baseline", "yolo"),
+    ("yolo", "stn"),
+    ("baseline", "stn_eq"),
+    ("yolo", "stn_eq"),
+    ("stn", "stn_eq"),
+)
+"""Pairs compared (a, b); the difference is AUC(b) - AUC(a), positive when b is better. New
+pairs go at the end: each pair's bootstrap stream is seeded by its place."""
 TABLE_COLUMNS = (
     "pair",
     "setting_a",

@@ -37,9 +37,8 @@ from cxrstn.distributed import ShardedSampler, World, local_batch_size, start, s
 from cxrstn.images import ImageStore
 from cxrstn.io import atomic_path
 from cxrstn.models import STN, build_model, equivariance_slope, load_warm_start, random_windows
-from cxrstn.roi import coverage, iou, stn_window
+from cxrstn.roi import ST_PARAMS, coverage, iou, stn_window
 
-ST_PARAMS = ("sx", "sy", "tx", "ty")
 BOX = ["x0", "y0", "x1", "y1"]
 
 

@@ -1,10 +1,10 @@
 """Stage train_<setting>@<fold>: train one classifier on one fold and score its val and test folds.
 
-    python stages/train.py --setting {baseline,yolo,stn} --fold K
+    python stages/train.py --setting {baseline,yolo,stn,stn_eq} --fold K
     torchrun --standalone --nproc_per_node=N stages/train.py ...   (one run on N GPUs)
 
 Reads data/folds.csv and the image store of the setting (data/resized, or data/crops for
-yolo). Every setting scores every image of its validation and test folds, so the three
+yolo). Every setting scores every image of its validation and test folds, so the
 settings are compared on the same images; a yolo image without a confident crop is scored
 whole, and left out of yolo *training* when crop.low_conf is drop (counted). Writes
 models/<setting>/fold<k>/model.pt, beside it ood.npz (the statistics of the model's
@@ -12,8 +12,9 @@ features that `cxrstn predict`'s input check compares new films with: cxrstn/ood
 reports/runs/<setting>/fold<k>/ (predictions.csv, metrics.json, live/ with the per-epoch
 curves). An interrupted run resumes from checkpoints/<setting>/fold<k>/last.pt, which is
 removed once the outputs are written.
-For an STN with known lung boxes (`data.lung_boxes`: the phantom's truth.csv), the curves
-and metrics.json also say how well its windows frame the lungs.
+An STN setting (stn, stn_eq) reads its ST module's params from the section of its own name.
+With known lung boxes (`data.lung_boxes`: the phantom's truth.csv), its curves and
+metrics.json also say how well its windows frame the lungs.
 """
 
 from cxrstn.runtime import configure_tools, run_stage
@@ -35,7 +36,7 @@ from cxrstn.io import atomic_path, load_params, write_csv, write_json
 from cxrstn.models import STN, gflops
 from cxrstn.ood import STATS_FILE, training_stats
 from cxrstn.roi import phantom_lung_boxes, quality, stn_window
-from cxrstn.settings import SETTINGS
+from cxrstn.settings import SETTINGS, ST_SETTINGS
 from cxrstn.thorax import check_low_conf
 from cxrstn.train import (
     ST_PARAMS,
@@ -103,14 +104,14 @@ def main() -> None:
         "fold": fold,
         "size": size,
         "classifier": params["classifier"],
-        "stn": params["stn"] if setting == "stn" else None,
+        "stn": params[setting] if setting in ST_SETTINGS else None,
         "train": params["train"],
-        "warm_start": warm_start_path(params["stn"], fold) if setting == "stn" else None,
+        "warm_start": warm_start_path(params[setting], fold) if setting in ST_SETTINGS else None,
     }
     checkpoint = Path(f"checkpoints/{setting}/fold{fold}/last.pt")
     run_dir = Path(f"reports/runs/{setting}/fold{fold}")
     lung_boxes = None
-    if setting == "stn" and params["data"]["lung_boxes"] is not None:
+    if setting in ST_SETTINGS and params["data"]["lung_boxes"] is not None:
         lung_boxes = phantom_lung_boxes(params["data"]["lung_boxes"], frame["path"])
     world = World.from_env()  # several processes when started by torchrun (train.launcher)
     result = train_run(config, store, frame, checkpoint, run_dir / "live", lung_boxes, world)
@@ -126,7 +127,8 @@ def main() -> None:
         device,
         params["train"]["workers"],
     )
-    columns = ["path", "label", "score", "split"] + (list(ST_PARAMS) if setting == "stn" else [])
+    st_columns = list(ST_PARAMS) if setting in ST_SETTINGS else []
+    columns = ["path", "label", "score", "split"] + st_columns
     write_csv(run_dir / "predictions.csv", scored[columns])
 
     # The input check of `cxrstn predict` (cxrstn/ood.py): the model's features of this
@@ -156,7 +158,7 @@ def main() -> None:
         "train_images_per_second": round(result.train_images_per_second, 2),
     }
     metrics |= counts
-    if setting == "stn":
+    if setting in ST_SETTINGS:
         metrics["gflops_st"] = round(gflops(model.st, torch.zeros(1, 1, size, size)), 4)
         metrics |= {f"test_{name}_mean": round(float(test[name].mean()), 4) for name in ST_PARAMS}
         metrics |= {f"test_{name}_std": round(float(test[name].std()), 4) for name in ST_PARAMS}

@@ -16,7 +16,7 @@ import pytest
 import yaml
 
 from cxrstn.images import write_store
-from cxrstn.settings import SETTINGS
+from cxrstn.settings import SETTINGS, ST_SETTINGS
 from cxrstn.sources.chexpert import FINDINGS
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -95,8 +95,9 @@ def build_project(
             frame = labels.loc[split != "", ["path", "label"]].assign(split=split[split != ""])
             noise = rng.normal(0, 0.25, len(frame))
             frame["score"] = np.round(np.clip(0.35 + 0.3 * frame["label"] + noise, 0, 1), 2)
-            if setting == "stn":
-                frame = frame.assign(sx=0.8, sy=0.6, tx=0.05, ty=0.1)
+            if setting in ST_SETTINGS:
+                window = (0.8, 0.6, 0.05, 0.1) if setting == "stn" else (0.7, 0.65, 0.0, -0.05)
+                frame = frame.assign(**dict(zip(("sx", "sy", "tx", "ty"), window, strict=True)))
             run = root / "reports/runs" / setting / f"fold{fold}"
             run.mkdir(parents=True)
             frame.to_csv(run / "predictions.csv", index=False)
@@ -112,7 +113,7 @@ def build_project(
                 "train_seconds": 10.0,
                 "train_images_per_second": 4.0,
             }
-            if setting == "stn":
+            if setting in ST_SETTINGS:
                 metrics |= {"n_params": 1100, "gflops_st": 0.1}
             if setting == "yolo":
                 metrics["n_test_without_crop"] = int((whole & (split == "test")).sum())

@@ -109,8 +109,11 @@ def test_the_reports_table_ii_is_the_committed_metrics():
 # The generator and the checks on made-up runs -----------------------------------------
 
 
-def metrics_of(auc: dict, paired: dict, r_centre: float = 0.0, r_height: float = 0.0) -> dict:
-    """A metrics.json with the given mean AUC per setting; every other value made up."""
+def metrics_of(
+    auc: dict, paired: dict, r_centre: float = 0.0, r_height: float = 0.0, st: str = "stn"
+) -> dict:
+    """A metrics.json with the given mean AUC per setting; every other value made up (the
+    window's r as given for setting `st`, 0 for the others)."""
     record = {}
     for setting, mean in auc.items():
         record[setting] = {
@@ -125,8 +128,8 @@ def metrics_of(auc: dict, paired: dict, r_centre: float = 0.0, r_height: float =
                 "fn_rate": 4.0,
                 "roi_iou": 0.4272,
                 "roi_lung_coverage": 1.0,
-                "roi_r_centre": r_centre if setting == "stn" else 0.0,
-                "roi_r_height": r_height if setting == "stn" else 0.0,
+                "roi_r_centre": r_centre if setting == st else 0.0,
+                "roi_r_height": r_height if setting == st else 0.0,
             }.items()
         }
     record["paired"] = {
@@ -159,6 +162,17 @@ def test_the_verdict_says_what_the_numbers_say():
     )
     assert "scores below the baseline (-4.0 AUC points)" in docnumbers.verdict(worse)
     assert "the thorax crop costs 2.0 points" in docnumbers.verdict(worse)
+    fourth = metrics_of(
+        {"baseline": 92, "yolo": 95, "stn": 92.8, "stn_eq": 94.6},
+        {"yolo": (2.7, 0.004), "stn": (0.8, 0.2), "stn_eq": (2.6, 0.001)},
+        r_centre=0.93,
+        st="stn_eq",
+    )
+    fourth["paired"]["yolo_vs_stn_eq"] = {"auc_diff": -0.4, "z": -0.5, "p": 0.6}
+    assert docnumbers.verdict(fourth).endswith(
+        " With an equivariant window (not in the paper), the ST module's window follows each "
+        "image's lungs (+2.6 against the baseline; -0.4 against the crop, within chance)."
+    )
 
 
 def test_a_fourth_setting_gets_its_own_column_and_difference():

@@ -24,6 +24,7 @@ from cxrstn.provenance import git_commit, params_differences, shown_pairs
 from cxrstn.report import shortcut_rows, std_rows, table1_rows, table2_markdown
 from cxrstn.settings import SETTINGS
 from cxrstn.sources.chexpert import FINDINGS
+from cxrstn.stats import PAIRS
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -111,7 +112,7 @@ def test_evaluate_matches_sklearn_and_brute_force(project, monkeypatch, run_stag
     metrics = json.loads((project / "reports/metrics.json").read_text())
     assert_close(metrics, expected_metrics(project, SETTINGS, 3, 0.95, "test"))
     folds = pd.read_csv(project / "reports/eval/folds.csv")
-    assert len(folds) == 3 * 3 * 2
+    assert len(folds) == len(SETTINGS) * 3 * 2
     rates = folds[["tp_rate", "fp_rate", "tn_rate", "fn_rate"]].sum(axis=1)
     assert rates.to_numpy() == pytest.approx(100.0)
     assert (folds.loc[folds["threshold_on"] == "test", "recall"] >= 95).all()
@@ -132,7 +133,7 @@ def test_mean_pr_curve_at_the_operating_recall_is_the_mean_operating_precision(
 def test_paired_differences_are_the_differences_of_mean_fold_aucs(project, run_stage):
     run_stage("evaluate", project)
     paired = json.loads((project / "reports/metrics.json").read_text())["paired"]
-    assert set(paired) == {"baseline_vs_stn", "baseline_vs_yolo", "yolo_vs_stn"}
+    assert set(paired) == {f"{a}_vs_{b}" for a, b in PAIRS}
     folds = pd.read_csv(project / "reports/eval/folds.csv")
     mean_auc = folds[folds["threshold_on"] == "test"].groupby("setting")["auc"].mean()
     for pair, values in paired.items():
@@ -156,7 +157,7 @@ def test_every_settings_window_is_measured_against_the_lung_boxes(project, run_s
     assert metrics["stn"]["roi_lung_coverage"]["mean"] == pytest.approx(1.0)
     assert {"roi_iou", "roi_r_centre"} <= set(metrics["yolo"])
     rois = pd.read_csv(project / "reports/eval/roi.csv")
-    assert set(rois["setting"]) == {"baseline", "yolo", "stn"}
+    assert set(rois["setting"]) == set(SETTINGS)
 
 
 def test_threshold_on_val_is_used_for_metrics_json(project, monkeypatch, run_stage):
@@ -197,14 +198,20 @@ def test_run_on_the_wrong_fold_is_refused(project, monkeypatch, run_stage):
 
 
 def table2_values(markdown: str) -> dict:
-    """'mean ± std' cells of the first table, by row title, in the column order of settings."""
+    """'mean ± std' cells of the first table, by row title, in the column order of settings
+    (the paper's columns, headed 'paper', left out)."""
     first_table = markdown.split("\n## ")[0]
+    rows = [
+        [c.strip() for c in line.strip().strip("|").split("|")]
+        for line in first_table.splitlines()
+        if line.startswith("|") and not line.startswith("|---")
+    ]
+    ours = [i for i, title in enumerate(rows[0]) if i and title != "paper"]
     values = {}
-    for line in first_table.splitlines():
-        cells = [c.strip() for c in line.strip("|").split("|")]
-        numbers = [re.fullmatch(r"(-?[\d.]+) ± ([\d.]+)", c) for c in cells[1:]]
-        if len(cells) == 7 and numbers[0]:
-            values[cells[0]] = [(float(m[1]), float(m[2])) for m in numbers[0::2]]
+    for cells in rows[1:]:
+        numbers = [re.fullmatch(r"(-?[\d.]+) ± ([\d.]+)", cells[i]) for i in ours]
+        if all(numbers):
+            values[cells[0]] = [(float(m[1]), float(m[2])) for m in numbers]
     return values
 
 

@@ -347,7 +347,8 @@ def test_window_quality_by_hand():
         window_quality = import_module("train").window_quality
     finally:
         sys.path.remove(str(ROOT / "stages"))
-    # Two images; windows are the lung boxes themselves: IoU 1, coverage 1, r = 1.
+    # Two images; windows are the lung boxes themselves: IoU 1, coverage 1, r = 1, and the
+    # windows' centres spread exactly as the boxes' do.
     boxes = pd.DataFrame(
         {
             "path": ["a", "b"],
@@ -373,6 +374,7 @@ def test_window_quality_by_hand():
         "test_apex_coverage": 1.0,
         "test_r_centre": 1.0,
         "test_r_height": 1.0,
+        "test_spread_centre": 1.0,
     }
 
 
@@ -553,10 +555,10 @@ def test_the_equivariance_term_is_weighted_and_off_at_zero_weight_and_in_the_war
     images = torch.rand(4, 1, SIZE, SIZE)
     run = SimpleNamespace(model=model, config={"stn": stn | {"equivariance_weight": 0.5}})
     torch.manual_seed(1)
-    weighted = train_module._equivariance(run, images, epoch=2)
+    weighted = train_module._equivariance(run, images, epoch=2).item()
     torch.manual_seed(1)
-    assert float(weighted) == pytest.approx(0.5 * float(model.equivariance_term(images, 1.3)))
-    assert float(weighted) > 0  # one window for every image: the untrained module pays
+    assert weighted == pytest.approx(0.5 * model.equivariance_term(images, 1.3).item())
+    assert weighted > 0  # one window for every image: the untrained module pays
     assert train_module._equivariance(run, images, epoch=1) == 0.0  # the module is held
     run.config["stn"]["equivariance_weight"] = 0.0
     assert train_module._equivariance(run, images, epoch=2) == 0.0
