@@ -76,14 +76,16 @@ def by_priority(ready: list[str], order: list[str], priority: dict[str, int]) ->
 
 
 def default_jobs(params: dict, cores: int | None = None) -> int:
-    """Stages at once that fill the cores without oversubscribing them: cores divided by the
-    torch threads a stage uses (`train.threads`, `detector.threads`; 0 means all cores).
-    The default profile trains with one thread per stage, so every core runs a stage:
-    measured on a 2-core machine, two single-threaded runs side by side finished in the time
-    of one two-threaded run (docs/performance.md)."""
+    """Stages at once that fill the cores: cores divided by the torch threads a training
+    stage uses (`train.threads`; 0 means all cores). The default profile trains with one
+    thread per stage, so every core runs a stage: measured on a 2-core machine, two
+    single-threaded runs side by side finished in the time of one two-threaded run
+    (docs/performance.md). The detector is one stage among the many training ones; its own
+    `detector.threads` share the cores with the stages beside it (measured: its second
+    thread slowed the classifiers trained beside it by nothing measurable)."""
     cores = cores or os.cpu_count() or 1
-    threads = [int(params[section].get("threads") or cores) for section in ("train", "detector")]
-    return max(1, cores // max(threads))
+    threads = int(params["train"].get("threads") or cores)
+    return max(1, cores // threads)
 
 
 def run_parallel(

@@ -30,15 +30,14 @@ def test_needed_follows_dependencies_transitively():
         needed(["x"], UPSTREAM)
 
 
-def test_default_jobs_divide_the_cores_by_the_threads_of_a_stage():
+def test_default_jobs_divide_the_cores_by_the_threads_of_a_training_stage():
     def params(train, detector):
         return {"train": {"threads": train}, "detector": {"threads": detector}}
 
     assert default_jobs(params(2, 2), cores=2) == 1  # one two-thread stage fills 2 cores
-    assert default_jobs(params(1, 1), cores=2) == 2
-    # the shipped default: one single-thread stage per core
+    assert default_jobs(params(1, 2), cores=2) == 2  # the one detector stage shares them
+    # the shipped default: one single-thread training stage per core
     assert default_jobs(load_params(Path(__file__).parents[1] / "params.yaml"), cores=16) == 16
-    assert default_jobs(params(2, 4), cores=16) == 4  # the busiest stage decides
     assert default_jobs(params(0, 1), cores=16) == 1  # 0 = all cores
     assert default_jobs(params(4, 4), cores=2) == 1  # never fewer than one
 
