@@ -18,12 +18,28 @@ export YOLO_CONFIG_DIR := $(CURDIR)/.cache/ultralytics
 
 JOBS ?=
 
-.PHONY: help setup repro docs-numbers bench gpu-bench paper-smoke test test-fast lint clean
+.PHONY: help setup git-identity repro docs-numbers bench gpu-bench paper-smoke test test-fast lint clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-15s %s\n", $$1, $$2}'
 
-setup: $(VENV)/.installed ## create .venv and install the pinned requirements (once)
+setup: $(VENV)/.installed git-identity ## create .venv and install the pinned requirements (once)
+
+# `dvc exp run` commits to git (a stash of the workspace, the experiment's commit), which
+# needs a user name and email. A machine where git has none (a new server or container)
+# gets a repository-local one, said on stdout; one already configured anywhere is kept.
+GIT_NAME := cxrstn
+GIT_EMAIL := cxrstn@localhost
+git-identity: ## give this repository a git user name and email if git has none (dvc exp run needs one)
+	@if git -C "$(CURDIR)" rev-parse --git-dir >/dev/null 2>&1; then \
+	  set=""; \
+	  if ! git -C "$(CURDIR)" config user.name >/dev/null; then \
+	    git -C "$(CURDIR)" config user.name "$(GIT_NAME)" && set="user.name '$(GIT_NAME)'"; fi; \
+	  if ! git -C "$(CURDIR)" config user.email >/dev/null; then \
+	    git -C "$(CURDIR)" config user.email "$(GIT_EMAIL)" && set="$${set:+$$set, }user.email '$(GIT_EMAIL)'"; fi; \
+	  if [ -n "$$set" ]; then \
+	    echo "git had no user name/email, which dvc exp run needs: set $$set for this repository only (yours: git config user.name NAME; git config user.email EMAIL)"; fi; \
+	fi
 
 $(VENV)/.installed: requirements.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)

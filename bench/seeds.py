@@ -11,6 +11,10 @@ reads every experiment's `reports/metrics.json` from `dvc exp show --json`. For 
 setting it prints the mean test AUC of each seed (with its std over the folds), the
 largest difference between two seeds' means and the largest fold std: the targets are at
 most 2 and 4 AUC points.
+
+`dvc exp run` commits to git, so the study needs a git user name and email (the clone's
+experiments use this repository's): where git has none it stops before cloning, with one
+line saying to run `make setup` (which sets a repository-local one) or `git config`.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench import ROOT, fresh_clone, run_measured  # noqa: E402
+from cxrstn.cli import GIT_IDENTITY_FIX, git_identity  # noqa: E402
 from cxrstn.io import load_params  # noqa: E402
 from cxrstn.parallel import default_jobs  # noqa: E402
 
@@ -95,6 +100,19 @@ def print_table(table: dict[str, dict]) -> None:
     )
 
 
+def require_git_identity(root: Path = ROOT) -> tuple[str, str]:
+    """The git user name and email the study's experiments will be committed with (those
+    `dvc exp run` would use in `root`); one line and exit 1 when git has none, before
+    anything is cloned or run."""
+    name, email = git_identity(root) or (None, None)
+    if not (name and email):
+        sys.exit(
+            "bench/seeds.py: git has no user name and email, and dvc exp run commits: "
+            + GIT_IDENTITY_FIX
+        )
+    return name, email
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
@@ -104,9 +122,14 @@ def main() -> None:
     rev = subprocess.run(
         ["git", "-C", str(ROOT), "rev-parse", args.rev], capture_output=True, text=True, check=True
     ).stdout.strip()
+    name, email = require_git_identity()
     workdir = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="cxrstn-seeds-"))
     dest = workdir / "clone"
     env = fresh_clone(rev, dest)
+    # A clone does not inherit this repository's own config (where `make setup` may have put
+    # the identity): its experiments commit with the same one.
+    for key, value in (("user.name", name), ("user.email", email)):
+        subprocess.run(["git", "-C", str(dest), "config", key, value], check=True)
 
     def dvc(*command: str) -> str:
         done = subprocess.run(

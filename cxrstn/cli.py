@@ -234,6 +234,45 @@ def source_status(key: str, path: str | None) -> tuple[str, bool]:
     return "found", False
 
 
+GIT_IDENTITY_FIX = (
+    "run `make setup` (sets one for this repository only), or "
+    "`git config user.name NAME; git config user.email EMAIL`"
+)
+
+
+def git_identity(path: str | os.PathLike = ".") -> tuple[str | None, str | None] | None:
+    """The user name and email `dvc exp run` commits with in the git repository at or above
+    `path`, read as DVC's git backend reads them (libgit2: the repository's, the global and
+    the system config; GIT_AUTHOR_* with GIT_COMMITTER_* override them); None for a part
+    that is not set, or None outside a git repository."""
+    import pygit2
+
+    found = pygit2.discover_repository(str(path))
+    if found is None:
+        return None
+    config = pygit2.Repository(found).config
+
+    def value(key: str, variable: str) -> str | None:
+        given = [os.environ.get(f"GIT_{who}_{variable}") for who in ("AUTHOR", "COMMITTER")]
+        if all(given):
+            return given[1]
+        return config[key] if key in config and config[key] else None
+
+    return value("user.name", "NAME"), value("user.email", "EMAIL")
+
+
+def git_identity_status(path: str | os.PathLike = ".") -> tuple[str, bool]:
+    """What doctor says of the git identity `dvc exp run` needs, and whether it is a problem."""
+    identity = git_identity(path)
+    if identity is None:
+        return "not a git repository here (`dvc exp run` needs one; `dvc repro` does not)", False
+    name, email = identity
+    if name and email:
+        return f"{name} <{email}>", False
+    missing = " and ".join(k for k, v in (("user.name", name), ("user.email", email)) if not v)
+    return f"NOT SET: {missing} (`dvc exp run` commits to git); {GIT_IDENTITY_FIX}", True
+
+
 def doctor_report(params_path: str) -> tuple[list[tuple[str, str]], int]:
     """(label, value) lines of `cxrstn doctor` and the number of problems among them."""
 
@@ -245,6 +284,9 @@ def doctor_report(params_path: str) -> tuple[list[tuple[str, str]], int]:
     lines += [(name, version) for name, version in library_versions() if name in wanted]
     problems = sum(version == "not installed" for _, version in lines)
     lines.append(("torch build", torch_build()))
+    status, problem = git_identity_status()
+    lines.append(("git identity", status))
+    problems += problem
     if not Path(params_path).is_file():
         lines.append(("params", f"{params_path}: NOT FOUND"))
         return lines, problems + 1
@@ -402,9 +444,10 @@ def build_parser() -> argparse.ArgumentParser:
         "doctor",
         help="print versions, the device and whether the data and weights params.yaml names exist",
         description="Check this machine and a params file before a run: library versions, "
-        "the torch build and device, each data.* source and whether it is found, and the "
-        "detector weights file. Exit code 1 when something is missing (paths under "
-        "data/phantom are made by the pipeline and only noted).",
+        "the torch build and device, the git user name and email `dvc exp run` commits "
+        "with, each data.* source and whether it is found, and the detector weights file. "
+        "Exit code 1 when something is missing (paths under data/phantom are made by the "
+        "pipeline and only noted).",
     )
     checker.add_argument("--params", default="params.yaml", help="the params file to check")
     checker.set_defaults(func=doctor)

@@ -190,3 +190,22 @@ def test_seed_study_reads_every_experiment_and_measures_the_spread(capsys):
     out = capsys.readouterr().out
     assert "| baseline | 90.00 ± 2.00 | 91.50 ± 5.00 | 89.00 ± 1.00 | 2.50 (over target)" in out
     assert "| stn | 89.00 ± 3.00 | 89.50 ± 2.00 | 90.00 ± 1.00 | 1.00 | 3.00 |" in out
+
+
+def test_seed_study_stops_with_one_line_before_cloning_when_git_has_no_identity(monkeypatch):
+    seeds = _seeds()
+    monkeypatch.setattr(seeds, "git_identity", lambda root: (None, "a@example.org"))
+    cloned = []
+    monkeypatch.setattr(seeds, "fresh_clone", lambda *args: cloned.append(args))
+    monkeypatch.setattr(sys, "argv", ["seeds.py"])
+    with pytest.raises(SystemExit) as stop:
+        seeds.main()
+    message = str(stop.value.code)
+    assert message.startswith("bench/seeds.py: git has no user name and email")
+    assert "run `make setup` (sets one for this repository only)" in message
+    assert "\n" not in message and cloned == []
+    monkeypatch.setattr(seeds, "git_identity", lambda root: None)  # not a repository
+    with pytest.raises(SystemExit):
+        seeds.require_git_identity()
+    monkeypatch.setattr(seeds, "git_identity", lambda root: ("A Person", "a@example.org"))
+    assert seeds.require_git_identity() == ("A Person", "a@example.org")
