@@ -1,10 +1,14 @@
 """Importing the package has no side effects and works after any other library."""
 
 import ast
+import os
+import platform
 import subprocess
 import sys
 import textwrap
 from pathlib import Path
+
+import pytest
 
 from cxrstn.runtime import CACHE_DIR, tool_environment
 
@@ -94,3 +98,61 @@ def test_configure_tools_holds_numpy_to_its_avx2_kernels():
         """
     )
     assert out.strip() == "[]"
+
+
+HOLDS = ("NPY_DISABLE_CPU_FEATURES", "ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA", "MKL_CBWR")
+SHOW_HOLDS = f"""
+    import os
+    from cxrstn.runtime import configure_tools
+    configure_tools()
+    print({{k: os.environ.get(k) for k in {HOLDS}}})
+    """
+
+
+def run_stage_start(extra: dict[str, str], code: str = SHOW_HOLDS) -> str:
+    """Run `code` as a stage starts, in this environment without any SIMD variable, plus
+    `extra`."""
+    env = {k: v for k, v in os.environ.items() if k not in (*HOLDS, "CXRSTN_SIMD")}
+    done = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)],
+        cwd=ROOT,
+        env=env | extra,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout.strip()
+
+
+def test_a_stage_holds_every_library_to_avx2_unless_lifted_and_a_set_value_wins():
+    from cxrstn.runtime import NUMPY_AVX2_PIN
+
+    held = {
+        "NPY_DISABLE_CPU_FEATURES": NUMPY_AVX2_PIN,
+        "ATEN_CPU_CAPABILITY": "avx2",
+        "ONEDNN_MAX_CPU_ISA": "AVX2",
+        "MKL_CBWR": "AVX2",
+    }
+    assert run_stage_start({}) == str(held)
+    assert run_stage_start({"CXRSTN_SIMD": "native"}) == str(dict.fromkeys(HOLDS))
+    # A value already in the environment wins, held or lifted.
+    assert run_stage_start({"ATEN_CPU_CAPABILITY": "default"}) == str(
+        held | {"ATEN_CPU_CAPABILITY": "default"}
+    )
+    lifted_but_set = run_stage_start({"CXRSTN_SIMD": "native", "MKL_CBWR": "COMPATIBLE"})
+    assert lifted_but_set == str(dict.fromkeys(HOLDS) | {"MKL_CBWR": "COMPATIBLE"})
+
+
+@pytest.mark.skipif(platform.machine() not in ("x86_64", "AMD64"), reason="x86-64 holds")
+def test_torch_runs_its_avx2_kernels_in_a_stage():
+    said = run_stage_start(
+        {},
+        """
+        from cxrstn.runtime import configure_tools
+        configure_tools()
+        import torch
+        print(torch.backends.cpu.get_cpu_capability())
+        """,
+    )
+    assert said == "AVX2"
