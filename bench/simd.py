@@ -1,18 +1,35 @@
-"""Do the data stages write the same bytes on an AVX2 and an AVX-512 CPU?
+"""Does the pipeline write the same bytes on an AVX2 and an AVX-512 CPU, and what do the
+SIMD holds cost?
 
-    python bench/simd.py [--keep DIR]
+    python bench/simd.py [--rev REV] [--jobs N] [--keep DIR]
 
-Runs the data stages (phantom, binarize, resize, split, thorax_boxes, crop) three times in
-copies of this working tree, one after the other, and prints each output's md5:
-  native  as a stage runs by default: numpy held to its AVX2 kernels by
-          `cxrstn.runtime.configure_tools`, every other library free to use AVX-512;
-  avx2    an AVX2 machine, emulated: numpy, torch (ATEN_CPU_CAPABILITY, oneDNN), OpenCV and
-          OpenBLAS all held to AVX2;
-  avx512  the pin lifted (NPY_DISABLE_CPU_FEATURES=""): what the stages wrote before it.
-On an AVX-512 CPU, native == avx2 shows the data stages agree across the two kinds of
-CPU, and avx512 shows what the pin prevents. On an AVX2-only CPU all three are the same
-run. The crop stage uses one detector (trained once, in the native run), so that only the
-crop itself is compared. About 12 minutes on 2 cores.
+On one machine, runs the data stages (phantom to crop), the detector (train_detector) and
+fold 0 of each setting's training stage (the settings of `cxrstn.settings.SETTINGS`)
+three ways, each in its own copy of the code (this working tree, or the committed files of
+`--rev`), every stage computed afresh in each way:
+
+  held    as a stage runs: `cxrstn.runtime.configure_tools` sets the SIMD holds
+          (`SIMD_HOLD`: numpy at its AVX2 kernels, ATEN_CPU_CAPABILITY=avx2,
+          ONEDNN_MAX_CPU_ISA=AVX2, MKL_CBWR=AVX2);
+  avx2    an AVX2 machine, emulated: the same holds (a stage sets them there too), and every
+          library told that the CPU has no AVX-512: numpy's dispatch, ATen and oneDNN at
+          AVX2, MKL_ENABLE_INSTRUCTIONS=AVX2, OPENCV_CPU_DISABLE=AVX512_*,
+          OPENBLAS_CORETYPE=Haswell;
+  native  the holds lifted (CXRSTN_SIMD=native): each library picks its own kernels.
+
+It prints the md5 of each output that must not change between CPUs (the data stages'
+outputs, models/detector.pt, each training stage's model.pt and predictions.csv; not the
+metrics and reports, which hold timings) under each way, and the seconds each stage took;
+it exits 1 when held and avx2 differ in any of them. On an AVX-512 CPU, held == avx2 says
+that a stage writes the same bytes on an AVX2 CPU; native shows what the holds prevent,
+and native against held seconds what they cost. On an AVX2-only CPU the three are one run.
+
+The stages run as `make repro` runs them, `--jobs` at once (default: cores / train.threads)
+across the three ways, each way's in dependency order, the same stage of the three ways
+side by side where it can: a stage's seconds include sharing the cores with the stage
+beside it, alike for the three ways on average; `--jobs 1` times each stage alone. The
+ways' outputs (ood.npz beside each model.pt is shown, not compared) are hashed as each
+stage ends. About 25 minutes on 2 cores at --jobs 2 (four settings).
 """
 
 from __future__ import annotations
@@ -21,65 +38,105 @@ import argparse
 import contextlib
 import hashlib
 import os
+import runpy
 import shutil
 import subprocess
 import sys
 import tempfile
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from cxrstn.runtime import NUMPY_AVX2_PIN  # noqa: E402
+from cxrstn.io import load_params  # noqa: E402
+from cxrstn.parallel import default_jobs, needed  # noqa: E402
+from cxrstn.runtime import NUMPY_AVX2_PIN, SIMD_HOLD  # noqa: E402
 
-STAGES = {
+OPENCV_AVX512 = "AVX512_SKX,AVX512_COMMON,AVX512_KNL,AVX512_KNM,AVX512_CNL,AVX512_CLX,AVX512_ICL"
+AVX2_MACHINE = {
+    "NPY_DISABLE_CPU_FEATURES": NUMPY_AVX2_PIN,
+    "ATEN_CPU_CAPABILITY": "avx2",
+    "ONEDNN_MAX_CPU_ISA": "AVX2",
+    "MKL_ENABLE_INSTRUCTIONS": "AVX2",
+    "OPENCV_CPU_DISABLE": OPENCV_AVX512,
+    "OPENBLAS_CORETYPE": "Haswell",
+}
+"""What makes each library on an AVX-512 CPU run as on an AVX2 one (the stage adds its
+holds on top, as it does on an AVX2 machine)."""
+WAYS = {"held": {}, "avx2": AVX2_MACHINE, "native": {"CXRSTN_SIMD": "native"}}
+CLEARED = {*SIMD_HOLD, *AVX2_MACHINE, "CXRSTN_SIMD"} | {
+    # each copy keeps its tools' files in its own .cache/ (configure_tools' defaults)
+    "MPLCONFIGDIR",
+    "YOLO_CONFIG_DIR",
+    "TORCH_HOME",
+    "PYTHONPATH",
+}
+"""Variables a caller's shell may hold that would blur the comparison or share files."""
+DATA_OUTPUTS = {
     "phantom": ["data/phantom"],
     "binarize": ["data/labels.csv"],
-    "resize": ["data/resized"],
+    "resize": ["data/resized", "data/originals.csv"],
     "split": ["data/folds.csv"],
     "thorax_boxes": ["data/thorax"],
+    "train_detector": ["models/detector.pt"],
     "crop": ["data/crops", "data/crops.csv"],
 }
-OPENCV_AVX512 = "AVX512_SKX,AVX512_COMMON,AVX512_KNL,AVX512_KNM,AVX512_CNL,AVX512_CLX,AVX512_ICL"
-SETTINGS = {
-    "native": {},
-    "avx2": {
-        "NPY_DISABLE_CPU_FEATURES": NUMPY_AVX2_PIN,
-        "ATEN_CPU_CAPABILITY": "avx2",
-        "ONEDNN_MAX_CPU_ISA": "AVX2",
-        "OPENCV_CPU_DISABLE": OPENCV_AVX512,
-        "OPENBLAS_CORETYPE": "Haswell",
-    },
-    "avx512": {"NPY_DISABLE_CPU_FEATURES": ""},
-}
-# Variables a caller's shell may hold that would blur the comparison.
-CLEARED = (
-    "NPY_DISABLE_CPU_FEATURES",
-    "ATEN_CPU_CAPABILITY",
-    "ONEDNN_MAX_CPU_ISA",
-    "OPENCV_CPU_DISABLE",
-    "OPENBLAS_CORETYPE",
-)
+SHOWN_ONLY = "ood.npz"
+"""Shown in the table, not compared: the input check's statistics (a Ledoit-Wolf covariance
+computed by numpy's OpenBLAS, which no hold covers), not used by any score."""
+IGNORED = (".cache", ".partial")
+"""File name endings DVC ignores in an output (.dvcignore): ultralytics' label caches in
+data/thorax, interrupted writes."""
+
+
+def outputs(settings: list[str]) -> dict[str, list[str]]:
+    """The outputs to compare, by the stage that writes them."""
+    found = dict(DATA_OUTPUTS)
+    for setting in settings:
+        run, model = f"reports/runs/{setting}/fold0", f"models/{setting}/fold0"
+        found[f"train_{setting}@0"] = [
+            f"{model}/model.pt",
+            f"{run}/predictions.csv",
+            f"{model}/{SHOWN_ONLY}",
+        ]
+    return found
 
 
 def md5(path: Path) -> str:
-    """md5 of a file, or of a folder's relative paths and file contents in sorted order."""
+    """md5 of a file, or of a folder's relative paths and file contents in sorted order
+    (files DVC ignores left out); "missing" when there is none."""
+    if not path.exists():
+        return "missing"
     digest = hashlib.md5()
     files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
     for file in files:
+        if file.name.endswith(IGNORED):
+            continue
         digest.update(str(file.relative_to(path.parent)).encode())
         digest.update(file.read_bytes())
     return digest.hexdigest()
 
 
-def copy_tree(dest: Path) -> None:
-    """The working tree's code and parameters, without data, models or reports."""
+def copy_tree(dest: Path, rev: str | None = None) -> None:
+    """The code and parameters of this working tree (or of commit `rev`), without data,
+    models or reports."""
+    dest.mkdir(parents=True)
+    if rev:
+        archive = subprocess.run(
+            ["git", "-C", str(ROOT), "archive", rev], capture_output=True, check=True
+        ).stdout
+        subprocess.run(["tar", "-x", "-C", str(dest)], input=archive, check=True)
+        for name in ("data", "models", "reports"):
+            shutil.rmtree(dest / name, ignore_errors=True)
+        return
     files = subprocess.run(
         ["git", "-C", str(ROOT), "ls-files", "--cached", "--others", "--exclude-standard"],
         capture_output=True,
         text=True,
         check=True,
-    ).stdout.split()
+    ).stdout.splitlines()
     for name in files:
         if name.split("/")[0] in ("data", "models", "reports") or not (ROOT / name).is_file():
             continue
@@ -87,60 +144,180 @@ def copy_tree(dest: Path) -> None:
         shutil.copy2(ROOT / name, dest / name)
 
 
-def run(setting: str, dest: Path, detector: Path | None) -> dict[str, str]:
-    """The data stages in `dest` under one setting; md5 per output."""
-    copy_tree(dest)
-    env = {k: v for k, v in os.environ.items() if k not in CLEARED}
-    env |= SETTINGS[setting] | {"PYTHONPATH": str(dest)}
-    hashes = {}
-    for stage, outputs in STAGES.items():
-        if stage == "crop":
-            if detector is None:
-                print(f"  {setting}: train_detector", flush=True)
-                subprocess.run(
-                    [sys.executable, "stages/train_detector.py"],
-                    cwd=dest,
-                    env=env,
-                    check=True,
-                    capture_output=True,
-                )
-            else:
-                (dest / "models").mkdir(exist_ok=True)
-                shutil.copy2(detector, dest / "models/detector.pt")
-        print(f"  {setting}: {stage}", flush=True)
-        subprocess.run(
-            [sys.executable, f"stages/{stage}.py"],
-            cwd=dest,
-            env=env,
-            check=True,
-            capture_output=True,
-        )
-        for output in outputs:
-            hashes[output] = md5(dest / output)
-    return hashes
+def pipeline(root: Path) -> dict[str, tuple[str, set[str]]]:
+    """Each stage of root's dvc.yaml: its command and the stages it depends on (as DVC
+    resolves them; root need not be a git repository)."""
+    from dvc.repo import Repo
+
+    with contextlib.chdir(root), Repo(".", config={"core": {"no_scm": True}}) as repo:
+        graph = repo.index.graph
+        return {
+            s.addressing: (s.cmd, {d.addressing for d in graph.successors(s)})
+            for s in repo.index.stages
+            if s in graph
+        }
+
+
+def way_env(way: str, dest: Path, base: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment a stage of `way` runs in, in the copy `dest`."""
+    base = os.environ if base is None else base
+    env = {k: v for k, v in base.items() if k not in CLEARED}
+    path = f"{Path(sys.executable).parent}{os.pathsep}{base.get('PATH', '')}"
+    return env | WAYS[way] | {"PYTHONPATH": str(dest), "PATH": path}
+
+
+class TaskFailed(RuntimeError):
+    def __init__(self, task, code: int):
+        super().__init__(f"{task} failed (exit code {code})")
+        self.task = task
+
+
+def schedule(
+    upstream: dict, jobs: int, start: Callable, finished: Callable, order: Callable
+) -> dict:
+    """Run every task once the tasks it depends on (`upstream[task]`) are done, at most
+    `jobs` at once, ready tasks in `order`'s order. `start(task)` returns a Popen;
+    `finished(task)` runs when a task ended well, before any task that depends on it
+    starts. Returns each task's wall seconds. On a failure, the running tasks are let
+    finish, nothing new starts, and TaskFailed names the first failed task."""
+    pending, running, seconds, failed = set(upstream), {}, {}, None
+    while (pending and failed is None) or running:
+        ready = sorted((t for t in pending if upstream[t] <= seconds.keys()), key=order)
+        while failed is None and ready and len(running) < jobs:
+            task = ready.pop(0)
+            pending.discard(task)
+            running[task] = (start(task), time.perf_counter())
+        if not running and failed is None:
+            raise ValueError(f"tasks wait on tasks that never run: {sorted(pending)}")
+        time.sleep(0.2)
+        for task, (process, began) in list(running.items()):
+            code = process.poll()
+            if code is None:
+                continue
+            del running[task]
+            if code != 0:
+                failed = failed or TaskFailed(task, code)
+                continue
+            seconds[task] = time.perf_counter() - began
+            finished(task)
+    if failed:
+        raise failed
+    return seconds
+
+
+def downstream(graph: dict[str, set[str]]) -> dict[str, int]:
+    """How many stages depend on each stage, directly or not (`graph`: stage -> upstream)."""
+    below = {stage: set() for stage in graph}
+    for stage in graph:
+        todo = list(graph[stage])
+        while todo:
+            up = todo.pop()
+            if stage not in below[up]:
+                below[up].add(stage)
+                todo.extend(graph[up])
+    return {stage: len(stages) for stage, stages in below.items()}
+
+
+def compare(
+    copies: dict[str, Path], plan: dict[str, tuple[str, set[str]]], wanted: dict, jobs: int
+) -> tuple[dict, dict]:
+    """Run the `wanted` stages (and what they depend on) of `plan` in each way's copy;
+    ({way: {output: md5}}, {way: {stage: seconds}}). A stage's log is
+    `<copy>/.cache/simd/<stage>.log`."""
+    stages = needed(list(wanted), {s: up for s, (_, up) in plan.items()})
+    graph = {s: plan[s][1] & stages for s in stages}
+    tasks = {(w, s): {(w, u) for u in graph[s]} for w in copies for s in stages}
+    below = downstream(graph)
+    ways, in_plan = list(copies), list(plan)
+    hashes = {way: {} for way in copies}
+
+    def start(task):
+        way, stage = task
+        log = copies[way] / ".cache" / "simd" / f"{stage}.log"
+        log.parent.mkdir(parents=True, exist_ok=True)
+        print(f"  {way}: {stage}", flush=True)
+        with open(log, "w") as out:
+            return subprocess.Popen(
+                plan[stage][0],
+                shell=True,
+                cwd=copies[way],
+                env=way_env(way, copies[way]),
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )
+
+    def finished(task):
+        way, stage = task
+        for output in wanted.get(stage, []):
+            hashes[way][output] = md5(copies[way] / output)
+
+    def order(task):
+        way, stage = task
+        return (-below[stage], in_plan.index(stage), ways.index(way))
+
+    try:
+        seconds = schedule(tasks, jobs, start, finished, order)
+    except TaskFailed as error:
+        way, stage = error.task
+        log = copies[way] / ".cache" / "simd" / f"{stage}.log"
+        tail = "".join(log.read_text().splitlines(keepends=True)[-20:])
+        raise SystemExit(f"{error}; the end of {log}:\n{tail}") from None
+    by_way = {way: {s: seconds[(way, s)] for s in in_plan if (way, s) in seconds} for way in ways}
+    return hashes, by_way
+
+
+def report(hashes: dict, seconds: dict) -> list[str]:
+    """Print the md5 table and the seconds; the outputs where held and avx2 differ."""
+    ways = list(hashes)
+    held, avx2 = ways[0], ways[1]
+    differ = []
+    print(f"\n| output | {' | '.join(ways)} | {held} == {avx2} |")
+    print("|---" * (len(ways) + 2) + "|")
+    for output, digest in hashes[held].items():
+        cells = [hashes[w].get(output, "missing")[:10] for w in ways]
+        if output.endswith(SHOWN_ONLY):
+            same = "(shown, not compared)"
+        elif digest == hashes[avx2].get(output) and digest != "missing":
+            same = "yes"
+        else:
+            same, differ = "NO", [*differ, output]
+        print(f"| {output} | {' | '.join(cells)} | {same} |")
+    native = ways[-1]
+    print(f"\n| seconds | {' | '.join(ways)} | {native} / {held} |")
+    print("|---" * (len(ways) + 2) + "|")
+    for stage in seconds[held]:
+        cells = [f"{seconds[w].get(stage, float('nan')):.1f}" for w in ways]
+        ratio = seconds[native].get(stage, float("nan")) / seconds[held][stage]
+        print(f"| {stage} | {' | '.join(cells)} | {ratio:.2f} |")
+    totals = [sum(seconds[w].values()) for w in ways]
+    cells = " | ".join(f"{t:.0f}" for t in totals)
+    print(f"| all stages | {cells} | {totals[-1] / totals[0]:.2f} |")
+    return differ
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rev", help="run the committed files of REV, not the working tree")
+    parser.add_argument("--jobs", type=int, help="stages at once (default: as make repro)")
     parser.add_argument("--keep", metavar="DIR", help="keep the three copies in DIR (new folder)")
     args = parser.parse_args()
     if args.keep:
         Path(args.keep).mkdir(parents=True)
     folder = contextlib.nullcontext(args.keep) if args.keep else tempfile.TemporaryDirectory()
     with folder as tmp:
-        results, detector = {}, None
-        for setting in SETTINGS:
-            dest = Path(tmp) / setting
-            dest.mkdir()
-            results[setting] = run(setting, dest, detector)
-            detector = detector or dest / "models/detector.pt"
-    print(f"{'output':20s}" + "".join(f"{s:>12s}" for s in SETTINGS) + "   native == avx2")
-    for output in results["native"]:
-        cells = [results[s][output] for s in SETTINGS]
-        same = "yes" if cells[0] == cells[1] else "NO"
-        print(f"{output:20s}" + "".join(f"{c[:10]:>12s}" for c in cells) + f"   {same}")
-    differ = [o for o in results["native"] if results["native"][o] != results["avx2"][o]]
-    sys.exit(f"differ between native and avx2: {differ}" if differ else 0)
+        copies = {way: Path(tmp) / way for way in WAYS}
+        for dest in copies.values():
+            copy_tree(dest, args.rev)
+        first = copies["held"]
+        settings = list(runpy.run_path(str(first / "cxrstn" / "settings.py"))["SETTINGS"])
+        jobs = args.jobs or default_jobs(load_params(first / "params.yaml"))
+        code = args.rev or "the working tree"
+        print(f"{code}: settings {settings}, {jobs} stages at once", flush=True)
+        started = time.perf_counter()
+        hashes, seconds = compare(copies, pipeline(first), outputs(settings), jobs)
+        print(f"\n{(time.perf_counter() - started) / 60:.1f} min")
+        differ = report(hashes, seconds)
+    sys.exit(f"differ between held and avx2: {differ}" if differ else 0)
 
 
 if __name__ == "__main__":

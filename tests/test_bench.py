@@ -2,6 +2,8 @@
 are asserted, only that each measurement runs and reports what it says)."""
 
 import importlib.util
+import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -209,3 +211,158 @@ def test_seed_study_stops_with_one_line_before_cloning_when_git_has_no_identity(
         seeds.require_git_identity()
     monkeypatch.setattr(seeds, "git_identity", lambda root: ("A Person", "a@example.org"))
     assert seeds.require_git_identity() == ("A Person", "a@example.org")
+
+
+def _simd():
+    spec = importlib.util.spec_from_file_location("simd", ROOT / "bench" / "simd.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_simd_bench_runs_the_data_stages_the_detector_and_fold_0_of_each_setting():
+    from cxrstn.settings import SETTINGS
+
+    simd = _simd()
+    plan = simd.pipeline(ROOT)
+    wanted = simd.outputs(list(SETTINGS))
+    ran = simd.needed(list(wanted), {s: up for s, (_, up) in plan.items()})
+    assert ran == set(simd.DATA_OUTPUTS) | {f"train_{s}@0" for s in SETTINGS}
+    assert plan["train_detector"][0] == "python stages/train_detector.py"
+    for setting in SETTINGS:
+        assert wanted[f"train_{setting}@0"][:2] == [
+            f"models/{setting}/fold0/model.pt",
+            f"reports/runs/{setting}/fold0/predictions.csv",
+        ]
+        assert f"--setting {setting} --fold 0" in plan[f"train_{setting}@0"][0]
+
+
+def test_simd_bench_environments_hold_emulate_and_lift(tmp_path):
+    from cxrstn.runtime import SIMD_HOLD
+
+    simd = _simd()
+    # a caller's shell holding SIMD variables or tool folders must not leak into a way
+    shell = {"PATH": "/usr/bin", "HOME": "/root", "ATEN_CPU_CAPABILITY": "avx512"}
+    shell |= {"CXRSTN_SIMD": "native", "YOLO_CONFIG_DIR": "/elsewhere", "MKL_CBWR": "AUTO"}
+    held = simd.way_env("held", tmp_path, shell)
+    assert not set(held) & (set(SIMD_HOLD) | {"CXRSTN_SIMD", "YOLO_CONFIG_DIR"})
+    assert held["PYTHONPATH"] == str(tmp_path) and held["HOME"] == "/root"
+    assert held["PATH"].startswith(f"{Path(sys.executable).parent}{os.pathsep}")
+    avx2 = simd.way_env("avx2", tmp_path, shell)
+    assert avx2["MKL_ENABLE_INSTRUCTIONS"] == "AVX2" and avx2["OPENBLAS_CORETYPE"] == "Haswell"
+    assert avx2["ATEN_CPU_CAPABILITY"] == "avx2" and avx2["ONEDNN_MAX_CPU_ISA"] == "AVX2"
+    assert "AVX512_SKX" in avx2["OPENCV_CPU_DISABLE"] and "CXRSTN_SIMD" not in avx2
+    assert avx2["NPY_DISABLE_CPU_FEATURES"] == SIMD_HOLD["NPY_DISABLE_CPU_FEATURES"]
+    native = simd.way_env("native", tmp_path, shell)
+    assert native["CXRSTN_SIMD"] == "native" and not set(native) & set(SIMD_HOLD)
+
+
+# A three-stage pipeline whose outputs depend on what the ways set: `first` writes the
+# emulated MKL cap (held != avx2 when `leak` is on), `second` needs `first`'s output and
+# writes CXRSTN_SIMD (only native differs), `third` writes a constant.
+FAKE_STAGE = (
+    f'{sys.executable} -c "import os, sys, pathlib, time; time.sleep(0.3); '
+    "need, out, var = sys.argv[1:]; "
+    "sys.exit(3) if need != '-' and not pathlib.Path(need).exists() else None; "
+    "pathlib.Path(out).parent.mkdir(parents=True, exist_ok=True); "
+    "pathlib.Path(out).write_text(os.environ.get(var, '') if var != '-' else 'same')\""
+)
+
+
+def _fake_plan(leak: bool) -> tuple[dict, dict]:
+    first_var = "MKL_ENABLE_INSTRUCTIONS" if leak else "-"
+    plan = {
+        "first": (f"{FAKE_STAGE} - data/first.txt {first_var}", set()),
+        "second": (f"{FAKE_STAGE} data/first.txt data/second/x.txt CXRSTN_SIMD", {"first"}),
+        "third": (f"{FAKE_STAGE} - models/third.pt -", set()),
+        "unwanted": (f"{FAKE_STAGE} - data/unwanted.txt -", {"second"}),
+    }
+    wanted = {"first": ["data/first.txt"], "second": ["data/second"], "third": ["models/third.pt"]}
+    return plan, wanted
+
+
+def test_simd_bench_compares_the_ways_and_fails_when_held_and_avx2_differ(tmp_path, capsys):
+    simd = _simd()
+    plan, wanted = _fake_plan(leak=False)
+    copies = {way: tmp_path / way for way in simd.WAYS}
+    for dest in copies.values():
+        dest.mkdir()
+    hashes, seconds = simd.compare(copies, plan, wanted, jobs=2)
+    assert not (copies["held"] / "data/unwanted.txt").exists()  # nothing needs it
+    assert hashes["held"] == hashes["avx2"] != hashes["native"]
+    assert hashes["held"]["models/third.pt"] == simd.md5(copies["native"] / "models/third.pt")
+    assert list(hashes["held"]) == ["data/first.txt", "data/second", "models/third.pt"]
+    assert list(seconds["native"]) == ["first", "second", "third"]
+    assert all(0.3 < s < 30 for way in seconds.values() for s in way.values())
+    assert simd.report(hashes, seconds) == []
+    out = capsys.readouterr().out
+    assert "| data/second | " in out and out.count("| yes |") == 3
+    assert "| all stages | " in out and "native / held" in out
+
+    plan, wanted = _fake_plan(leak=True)
+    for dest in copies.values():
+        shutil.rmtree(dest)
+        dest.mkdir()
+    hashes, seconds = simd.compare(copies, plan, wanted, jobs=1)
+    assert simd.report(hashes, seconds) == ["data/first.txt"]
+    assert "| data/first.txt | " in capsys.readouterr().out.split("NO |")[0]
+
+
+def test_simd_bench_stops_on_a_failed_stage_with_its_log(tmp_path):
+    simd = _simd()
+    plan, wanted = _fake_plan(leak=False)
+    plan["first"] = (
+        f"{sys.executable} -c \"print('the phantom broke'); raise SystemExit(2)\"",
+        set(),
+    )
+    copies = {way: tmp_path / way for way in simd.WAYS}
+    for dest in copies.values():
+        dest.mkdir()
+    with pytest.raises(SystemExit) as stop:
+        simd.compare(copies, plan, wanted, jobs=2)
+    assert "failed (exit code 2)" in str(stop.value) and "the phantom broke" in str(stop.value)
+    assert not any((dest / "data/second").exists() for dest in copies.values())
+
+
+def test_simd_bench_hashes_an_output_as_dvc_sees_it(tmp_path):
+    simd = _simd()
+    (tmp_path / "out/sub").mkdir(parents=True)
+    (tmp_path / "out/sub/a.txt").write_text("a")
+    before = simd.md5(tmp_path / "out")
+    (tmp_path / "out/sub/labels.cache").write_text("written by ultralytics")
+    assert simd.md5(tmp_path / "out") == before
+    (tmp_path / "out/sub/a.txt").rename(tmp_path / "out/sub/b.txt")
+    assert simd.md5(tmp_path / "out") != before  # names count, not only contents
+    assert simd.md5(tmp_path / "nothing") == "missing"
+
+
+def test_simd_bench_schedule_keeps_to_jobs_and_dependency_order():
+    simd = _simd()
+
+    class Finishes:  # a process that ends at its second poll
+        def __init__(self, code=0):
+            self.polls, self.code = 0, code
+
+        def poll(self):
+            self.polls += 1
+            return self.code if self.polls > 1 else None
+
+    upstream = {"a": set(), "b": {"a"}, "c": set(), "d": {"b", "c"}, "e": set()}
+    running, most, events = set(), [0], []
+
+    def start(task):
+        assert upstream[task] <= {t for kind, t in events if kind == "hashed"}
+        running.add(task)
+        most[0] = max(most[0], len(running))
+        events.append(("start", task))
+        return Finishes()
+
+    def finished(task):
+        running.discard(task)
+        events.append(("hashed", task))
+
+    seconds = simd.schedule(upstream, 2, start, finished, order=lambda t: t)
+    assert set(seconds) == set(upstream) and most[0] == 2
+    assert [t for kind, t in events if kind == "start"][:2] == ["a", "c"]
+    with pytest.raises(ValueError, match="never run"):
+        simd.schedule({"x": {"missing"}}, 2, start, finished, order=lambda t: t)
