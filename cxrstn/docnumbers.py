@@ -405,12 +405,13 @@ def _equivariant_clause(metrics: dict) -> str:
         return ""
     window = "follows each image's lungs" if follows(metrics, "stn_eq") else "follows no image"
     scores = []
-    for other, name in (("baseline", "the baseline"), ("yolo", "the crop")):
+    for other, name in (("baseline", "the baseline"), ("yolo", "the thorax crop")):
         test = paired(metrics, other, "stn_eq")
         if test is not None:
-            chance = ", within chance" if test["p"] >= ALPHA else ""
-            scores.append(f"{test['auc_diff']:+.1f} against {name}{chance}")
-    score = f" ({'; '.join(scores)})" if scores else ""
+            chance = " (within chance)" if test["p"] >= ALPHA else ""
+            unit = "" if scores else " AUC points"
+            scores.append(f"{test['auc_diff']:+.1f}{unit} against {name}{chance}")
+    score = f", and it scores {' and '.join(scores)}" if scores else ""
     return (
         f" With an equivariant window (not in the paper), the ST module's window {window}{score}."
     )

@@ -171,7 +171,8 @@ def test_the_verdict_says_what_the_numbers_say():
     fourth["paired"]["yolo_vs_stn_eq"] = {"auc_diff": -0.4, "z": -0.5, "p": 0.6}
     assert docnumbers.verdict(fourth).endswith(
         " With an equivariant window (not in the paper), the ST module's window follows each "
-        "image's lungs (+2.6 against the baseline; -0.4 against the crop, within chance)."
+        "image's lungs, and it scores +2.6 AUC points against the baseline and -0.4 against "
+        "the thorax crop (within chance)."
     )
 
 
