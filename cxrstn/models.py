@@ -114,36 +114,27 @@ IDENTITY = (1.0, 1.0, 0.0, 0.0)
 """(sx, sy, tx, ty) of the whole-image window: what the baseline and yolo settings see."""
 
 
-def sample_window(
-    x: torch.Tensor, params: torch.Tensor, output_size: int, largest_scale: float | None = None
-) -> torch.Tensor:
+def sample_window(x: torch.Tensor, params: torch.Tensor, output_size: int) -> torch.Tensor:
     """The one resampling from a source copy to the classifier's input, for every setting.
 
     `params` (N x 4: sx, sy, tx, ty, in units of the half-side) place a window on each
     image of `x` (N x C x S x S): the identity for the whole image (baseline, and yolo,
     whose store holds the crops), the ST module's prediction for the STN. The window is
-    sampled bilinearly into output_size x output_size pixels. Along an axis where an
-    output pixel spans k > 1 source pixels (e.g. the whole 160 px copy into 80 px: k = 2),
-    k samples per output pixel are averaged, so that shrinking does not alias; zoomed-in
-    axes keep k = 1. k is the batch's largest and stops at one sample per source pixel of
-    the whole image, which bounds the cost. With the same params, the same pixels reach
-    the classifier whichever setting asks, so settings differ only in their windows.
-    `largest_scale`, when known ahead (1 for the identity), stands for the batch's largest
-    |sx|, |sy|, so that k does not depend on the data (ONNX export traces it as a constant).
+    sampled bilinearly into output_size x output_size pixels, k x k samples per output
+    pixel averaged, where k is the number of source pixels an output pixel spans when the
+    window is the whole image (the whole 160 px copy into 80 px: k = 2): shrinking then
+    does not alias, and a zoomed window is merely sampled more finely than it needs. k
+    depends on the sizes alone, never on the windows, so an image gets the same pixels in
+    any batch (a k taken from the batch's largest window gave an image of side 0.5 other
+    scores in a batch whose largest window was 0.6), whichever setting asks, and in the
+    traced ONNX graph.
     """
     theta = STModule.theta(params).to(x.dtype)
-    ratio = x.shape[-1] / output_size
-    if largest_scale is None:
-        scales = params[:, :2].detach().abs().amax(dim=0).clamp(max=1.0).tolist()
-    else:
-        scales = [min(largest_scale, 1.0)] * 2
-    kx, ky = (max(1, math.ceil(scale * ratio - 1e-6)) for scale in scales)
-    size = (x.shape[0], x.shape[1], output_size * ky, output_size * kx)
+    k = max(1, math.ceil(x.shape[-1] / output_size - 1e-6))
+    size = (x.shape[0], x.shape[1], output_size * k, output_size * k)
     grid = F.affine_grid(theta, size, align_corners=False)
     sampled = F.grid_sample(x, grid, mode="bilinear", align_corners=False)
-    if kx > 1 or ky > 1:
-        sampled = F.avg_pool2d(sampled, (ky, kx))
-    return sampled
+    return F.avg_pool2d(sampled, k) if k > 1 else sampled
 
 
 def random_windows(n: int, sides: tuple[float, float], device: torch.device | None = None):
@@ -208,7 +199,7 @@ def equivariance_slope(
         for offset in (-shift, 0.0, shift):
             view = x.new_tensor([half, half, 0.0, 0.0]).repeat(len(x), 1)
             view[:, 2 + axis] = offset
-            centres.append(st.params(sample_window(x, view, x.shape[-1], 1.0))[:, 2 + axis])
+            centres.append(st.params(sample_window(x, view, x.shape[-1]))[:, 2 + axis])
         for moved, offset in ((centres[0], -shift), (centres[2], shift)):
             applied.append(torch.full_like(moved, -offset / half))
             predicted.append(moved - centres[1])
@@ -259,7 +250,7 @@ class Classifier(nn.Module):
         if x.shape[-1] != self.input_size or x.shape[-2] != self.input_size:
             x = source_copy(x, self.sample_size)
             identity = x.new_tensor(IDENTITY).expand(x.shape[0], 4)
-            x = sample_window(x, identity, self.input_size, largest_scale=1.0)
+            x = sample_window(x, identity, self.input_size)
         x = normalise(x)
         return self.vgg(x.expand(-1, self.in_channels, -1, -1)).squeeze(1)
 
@@ -527,7 +518,7 @@ class STN(nn.Module):
         localization net sees the views; the classifier never does."""
         x = self.st.sample_input(x)
         views = random_views(len(x), largest_zoom, x.device)
-        seen = sample_window(x, views, x.shape[-1], largest_scale=1.0)
+        seen = sample_window(x, views, x.shape[-1])
         return equivariance_loss(self.st.params(seen), window_in_view(self.st.params(x), views))
 
     def reinforce_term(self, losses: torch.Tensor) -> torch.Tensor | float:

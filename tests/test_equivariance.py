@@ -33,8 +33,8 @@ def test_the_view_of_an_image_shows_the_window_where_window_in_view_puts_it():
     image[..., 40:72, 64:96] = 1.0  # x 0.5-0.75, y 0.3125-0.5625 of the image
     window = torch.tensor([[0.25, 0.25, 0.25, -0.125]])  # exactly that square
     view = torch.tensor([[0.7, 0.8, 0.2, -0.1]])
-    seen = sample_window(image, view, 128, largest_scale=1.0)
-    inside = sample_window(seen, window_in_view(window, view), 32, largest_scale=1.0)
+    seen = sample_window(image, view, 128)
+    inside = sample_window(seen, window_in_view(window, view), 32)
     assert inside[..., 2:-2, 2:-2].min() > 0.99  # the square fills the carried window
 
 

@@ -1,5 +1,6 @@
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 from torchvision.models.vgg import cfgs
 
@@ -12,6 +13,7 @@ from cxrstn.models import (
     gflops,
     load_vgg_weights,
     load_warm_start,
+    sample_window,
     vgg16_single,
 )
 
@@ -308,3 +310,18 @@ def test_warm_start_names_a_missing_or_wrong_file(tmp_path):
     torch.save({"state_dict": stn.state_dict(), "config": {"setting": "stn"}}, path)
     with pytest.raises(ValueError, match=r"stn\.pt: holds a 'stn' model, not a baseline"):
         load_warm_start(stn, path)
+
+
+def test_an_images_window_samples_the_same_pixels_in_any_batch():
+    """k (samples averaged per output pixel) follows the sizes, not the batch's windows: a
+    window of side 0.45 scored alone or beside one of side 0.9 gives the same pixels (with
+    k from the batch's largest window they differed, and so did the image's score)."""
+    torch.manual_seed(0)
+    images = torch.rand(2, 1, 160, 160)
+    windows = torch.tensor([[0.45, 0.45, 0.1, -0.2], [0.9, 0.9, 0.0, 0.0]])
+    together = sample_window(images, windows, 80)
+    alone = sample_window(images[:1], windows[:1], 80)
+    assert torch.equal(together[:1], alone)
+    # the whole image into half its side: the 2 x 2 mean of the source pixels
+    whole = sample_window(images[:1], torch.tensor([[1.0, 1.0, 0.0, 0.0]]), 80)
+    torch.testing.assert_close(whole, F.avg_pool2d(images[:1], 2))
