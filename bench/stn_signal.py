@@ -4,13 +4,15 @@
                                [--threads 1] [--seed 0] [--json PATH]
 
 On one fold of the pipeline's data (its resized store, folds and known lung boxes, so the
-phantom or data with `data.lung_boxes`), a fresh ST module is fitted three ways on the
+phantom or data with `data.lung_boxes`), a fresh ST module is fitted four ways on the
 training images (`cxrstn.window_signal`): told each lung window; by REINFORCE rewarded by
 each window's distance to its lung window; by REINFORCE rewarded by the classifier's loss
-on the label, the classifier of the trained STN `--model` held fixed. The module's recipe
-and learning rates are that STN's (`stn.reinforce_pairs` on; `stn.reinforce_sigma` [0.05,
-0.15] if it had none). Prints how each one's windows frame the test images' lungs, beside
-the trained STN's own windows. About a minute on one core.
+on the label, the classifier of the trained STN `--model` held fixed; by the equivariance
+term alone. The module's recipe and learning rates are that STN's (`stn.reinforce_pairs`
+on; `stn.reinforce_sigma` [0.05, 0.15] if it had none; `--model
+models/stn_eq/fold0/model.pt` for the fourth setting's). Prints how each one's windows
+frame the test images' lungs, beside the trained STN's own windows. About a minute on
+one core.
 """
 
 from __future__ import annotations
@@ -88,6 +90,9 @@ def main(argv=None) -> int:
         ),
         "REINFORCE, rewarded by the label (classifier fixed)": lambda: window_signal.reinforce(
             fresh(), images, window_signal.label_loss(labels), epochs, batch, stn, args.seed
+        ),
+        "the equivariance term alone (no label, no box)": lambda: window_signal.fit_equivariant(
+            fresh(), images, epochs, batch, stn, args.seed
         ),
     }
     print(

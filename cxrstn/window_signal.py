@@ -1,7 +1,7 @@
 """Where the ST module's per-image attention is lost: in the module, in the estimator, or in
 the labels.
 
-Three learners fit a fresh ST module on the same training images, and each is scored on the
+Four learners fit a fresh ST module on the same training images, and each is scored on the
 same test images by how its windows frame the lung boxes (`roi.quality`):
 
 - `fit_to_boxes`: the module is told each image's lung window (mean squared error). Its
@@ -12,6 +12,9 @@ same test images by how its windows frame the lung boxes (`roi.quality`):
 - `reinforce` with `label_loss`: the same estimator, each window scored by a trained
   classifier's loss on the image's label, the classifier held fixed. What do the labels
   tell each window?
+- `fit_equivariant`: the module trained by the equivariance term alone
+  (`STN.equivariance_term`), with neither label nor box. Does a signal that needs no
+  localisation labels make the window follow each image's lungs?
 
 A diagnostic (it reads the lung boxes the STN never sees), not a training method;
 `bench/stn_signal.py` runs it on the pipeline's data and docs/attention.md has the numbers.
@@ -68,6 +71,23 @@ def fit_to_boxes(
         st.train()
         for rows in torch.randperm(len(images)).split(batch):
             loss = F.mse_loss(st.params(images[rows]), targets[rows])
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+    return model
+
+
+def fit_equivariant(
+    model: STN, images: torch.Tensor, epochs: int, batch: int, stn: dict, seed: int = 0
+) -> STN:
+    """Train `model.st` alone by the equivariance term (`STN.equivariance_term`, views up to
+    `stn.equivariance_zoom`), with the STN's own Adam groups: no label, no lung box."""
+    torch.manual_seed(seed)
+    optimizer = adam(_module_groups(model, stn), torch.device("cpu"))
+    for _ in range(epochs):
+        model.st.train()
+        for rows in torch.randperm(len(images)).split(batch):
+            loss = model.equivariance_term(images[rows], stn["equivariance_zoom"])
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()

@@ -101,7 +101,7 @@ def save_stn(path, params: dict, stn: dict) -> None:
 
 
 def test_the_bench_scores_every_learner_on_a_project(tmp_path, make_project, monkeypatch):
-    """bench/stn_signal.py on a small project: all four rows, each scored against the lung
+    """bench/stn_signal.py on a small project: all five rows, each scored against the lung
     boxes; the untrained module's window (0.7 x 0.7, centred) against the fixture's lung box
     (x 0.2-0.8, y 0.25-0.75) by hand: IoU 0.30 / 0.49, the whole lung inside it."""
     import json
@@ -124,7 +124,7 @@ def test_the_bench_scores_every_learner_on_a_project(tmp_path, make_project, mon
     result = json.loads(out.read_text())
     assert result["stn"]["reinforce_sigma"] == [0.05, 0.15] and result["stn"]["reinforce_pairs"]
     rows = [k for k in result if k not in ("fold", "epochs", "stn")]
-    assert len(rows) == 4
+    assert len(rows) == 5
     for row in rows:
         assert 0 <= result[row]["roi_iou"] <= 1 and 0 <= result[row]["roi_lung_coverage"] <= 1
     own = result["the trained STN's own windows"]
@@ -135,3 +135,19 @@ def test_the_bench_scores_every_learner_on_a_project(tmp_path, make_project, mon
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     with pytest.raises(SystemExit, match="data.lung_boxes is null"):
         runpy.run_path(bench, run_name="__main__")
+
+
+def test_fit_equivariant_trains_the_module_alone_by_the_equivariance_term():
+    torch.manual_seed(0)
+    model = tiny_stn()
+    stn = {"lr": 1e-3, "loc_lr": None, "equivariance_zoom": 1.3}
+    images = torch.rand(16, 1, 64, 64)
+    images[:8, :, 10:30, 10:30] = 1.0  # something to follow, in half the images
+    classifier = {k: v.clone() for k, v in model.classifier.state_dict().items()}
+    torch.manual_seed(1)
+    before = model.equivariance_term(images, 1.3).item()
+    window_signal.fit_equivariant(model, images, epochs=20, batch=8, stn=stn)
+    torch.manual_seed(1)
+    assert model.equivariance_term(images, 1.3).item() < before
+    for name, value in model.classifier.state_dict().items():
+        assert torch.equal(value, classifier[name])
