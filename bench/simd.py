@@ -13,9 +13,15 @@ three ways, each in its own copy of the code (this working tree, or the committe
           ONEDNN_MAX_CPU_ISA=AVX2, MKL_CBWR=AVX2);
   avx2    an AVX2 machine, emulated: the same holds (a stage sets them there too), and every
           library told that the CPU has no AVX-512: numpy's dispatch, ATen and oneDNN at
-          AVX2, MKL_ENABLE_INSTRUCTIONS=AVX2, OPENCV_CPU_DISABLE=AVX512_*,
+          AVX2, MKL_ENABLE_INSTRUCTIONS=AVX2, OPENCV_CPU_DISABLE=AVX512F,AVX512-SKX,...,
           OPENBLAS_CORETYPE=Haswell;
   native  the holds lifted (CXRSTN_SIMD=native): each library picks its own kernels.
+
+First it prints the instruction set each library computes with in each way (numpy's
+dispatch, torch's ATen, oneDNN's ISA and MKL's reproducibility mode from their verbose
+lines, OpenCV's AVX-512 levels, every loaded OpenBLAS's core type), and stops if the
+emulated AVX2 machine still runs AVX-512 anywhere (MKL says only its mode: on an AMD CPU it
+reports AUTO for MKL_CBWR=AVX2, which it honours on Intel CPUs only).
 
 It prints the md5 of each output that must not change between CPUs (the data stages'
 outputs, models/detector.pt, each training stage's model.pt and predictions.csv; not the
@@ -37,6 +43,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import hashlib
+import json
 import os
 import runpy
 import shutil
@@ -54,7 +61,9 @@ from cxrstn.io import load_params  # noqa: E402
 from cxrstn.parallel import default_jobs, needed  # noqa: E402
 from cxrstn.runtime import NUMPY_AVX2_PIN, SIMD_HOLD  # noqa: E402
 
-OPENCV_AVX512 = "AVX512_SKX,AVX512_COMMON,AVX512_KNL,AVX512_KNM,AVX512_CNL,AVX512_CLX,AVX512_ICL"
+OPENCV_AVX512 = "AVX512F,AVX512-COMMON,AVX512-SKX,AVX512-CLX,AVX512-CNL,AVX512-ICL"
+"""OpenCV's names of its AVX-512 levels (`cv2.getCPUFeaturesLine()`; OpenCV warns of and
+ignores a name it does not know, such as AVX512_SKX)."""
 AVX2_MACHINE = {
     "NPY_DISABLE_CPU_FEATURES": NUMPY_AVX2_PIN,
     "ATEN_CPU_CAPABILITY": "avx2",
@@ -89,6 +98,67 @@ computed by numpy's OpenBLAS, which no hold covers), not used by any score."""
 IGNORED = (".cache", ".partial")
 """File name endings DVC ignores in an output (.dvcignore): ultralytics' label caches in
 data/thorax, interrupted writes."""
+
+
+PROBE = """
+import json, os
+from cxrstn.runtime import configure_tools
+configure_tools()
+import cv2, numpy, scipy.linalg, sklearn.covariance, torch
+from numpy._core._multiarray_umath import __cpu_features__
+from threadpoolctl import threadpool_info
+torch.set_num_threads(1)
+conv = torch.nn.Conv2d(8, 16, 3).to(memory_format=torch.channels_last)
+conv(torch.randn(2, 8, 40, 40).to(memory_format=torch.channels_last)).sum().backward()
+torch.randn(64, 64) @ torch.randn(64, 64)
+numpy_512 = [f for f in ("X86_V4", "AVX512_ICL", "AVX512_SPR") if __cpu_features__.get(f)]
+opencv_512 = [f for f in cv2.getCPUFeaturesLine().split() if "AVX512" in f and "?" not in f]
+blas = sorted({i["architecture"] for i in threadpool_info() if i["internal_api"] == "openblas"})
+print("PROBE " + json.dumps({
+    "numpy": " ".join(numpy_512) or "AVX2",
+    "ATen": torch.backends.cpu.get_cpu_capability(),
+    "OpenCV": " ".join(f.strip("*") for f in opencv_512) or "AVX2",
+    "OpenBLAS": " ".join(blas),
+}))
+"""
+"""Run in a way's environment: the instruction set each library computes with. oneDNN's and
+MKL's are read from their verbose lines (ONEDNN_VERBOSE, MKL_VERBOSE)."""
+AVX512_NAMES = ("AVX512", "AVX-512", "X86_V4", "SkylakeX", "Cooperlake", "SapphireRapids")
+
+
+def probe(way: str, dest: Path) -> dict[str, str]:
+    """What each library runs with in `way` ({library: instruction set})."""
+    env = way_env(way, dest) | {"ONEDNN_VERBOSE": "1", "MKL_VERBOSE": "1"}
+    done = subprocess.run(
+        [sys.executable, "-c", PROBE], cwd=dest, env=env, capture_output=True, text=True
+    )
+    if done.returncode != 0:
+        raise SystemExit(f"bench/simd.py: the {way} probe failed: {done.stderr.strip()[-500:]}")
+    found = {}
+    for line in done.stdout.splitlines():
+        if line.startswith("PROBE "):
+            found |= json.loads(line[6:])
+        elif line.startswith("onednn_verbose") and ",isa:" in line:
+            found["oneDNN"] = line.split(",isa:")[1]
+        elif line.startswith("MKL_VERBOSE") and "CNR:" in line:
+            found["MKL"] = "CNR " + line.split("CNR:")[1].split()[0]
+    return found
+
+
+def check_emulation(found: dict[str, dict[str, str]]) -> list[str]:
+    """Print what each library runs with in each way; the libraries that still use AVX-512
+    on the emulated AVX2 machine (MKL says only its reproducibility mode, not checked)."""
+    libraries = ["numpy", "ATen", "oneDNN", "MKL", "OpenCV", "OpenBLAS"]
+    print(f"\n| library | {' | '.join(found)} |")
+    print("|---" * (len(found) + 1) + "|")
+    for library in libraries:
+        print(f"| {library} | {' | '.join(found[w].get(library, '?') for w in found)} |")
+    emulated = found.get("avx2", {})
+    return [
+        lib
+        for lib, isa in emulated.items()
+        if lib != "MKL" and any(name in isa for name in AVX512_NAMES)
+    ]
 
 
 def outputs(settings: list[str]) -> dict[str, list[str]]:
@@ -313,6 +383,9 @@ def main() -> None:
         jobs = args.jobs or default_jobs(load_params(first / "params.yaml"))
         code = args.rev or "the working tree"
         print(f"{code}: settings {settings}, {jobs} stages at once", flush=True)
+        leaks = check_emulation({way: probe(way, dest) for way, dest in copies.items()})
+        if leaks:
+            sys.exit(f"the emulated AVX2 machine still runs AVX-512 in {leaks}: fix AVX2_MACHINE")
         started = time.perf_counter()
         hashes, seconds = compare(copies, pipeline(first), outputs(settings), jobs)
         print(f"\n{(time.perf_counter() - started) / 60:.1f} min")

@@ -251,7 +251,7 @@ def test_simd_bench_environments_hold_emulate_and_lift(tmp_path):
     avx2 = simd.way_env("avx2", tmp_path, shell)
     assert avx2["MKL_ENABLE_INSTRUCTIONS"] == "AVX2" and avx2["OPENBLAS_CORETYPE"] == "Haswell"
     assert avx2["ATEN_CPU_CAPABILITY"] == "avx2" and avx2["ONEDNN_MAX_CPU_ISA"] == "AVX2"
-    assert "AVX512_SKX" in avx2["OPENCV_CPU_DISABLE"] and "CXRSTN_SIMD" not in avx2
+    assert "AVX512-SKX" in avx2["OPENCV_CPU_DISABLE"] and "CXRSTN_SIMD" not in avx2
     assert avx2["NPY_DISABLE_CPU_FEATURES"] == SIMD_HOLD["NPY_DISABLE_CPU_FEATURES"]
     native = simd.way_env("native", tmp_path, shell)
     assert native["CXRSTN_SIMD"] == "native" and not set(native) & set(SIMD_HOLD)
@@ -366,3 +366,16 @@ def test_simd_bench_schedule_keeps_to_jobs_and_dependency_order():
     assert [t for kind, t in events if kind == "start"][:2] == ["a", "c"]
     with pytest.raises(ValueError, match="never run"):
         simd.schedule({"x": {"missing"}}, 2, start, finished, order=lambda t: t)
+
+
+def test_simd_bench_probe_sees_the_emulated_avx2_machine_use_no_avx512(capsys):
+    simd = _simd()
+    found = {way: simd.probe(way, ROOT) for way in ("avx2", "native")}
+    assert set(found["avx2"]) == {"numpy", "ATen", "oneDNN", "MKL", "OpenCV", "OpenBLAS"}
+    assert found["avx2"]["ATen"] == "AVX2" and found["avx2"]["numpy"] == "AVX2"
+    assert simd.check_emulation(found) == []
+    assert "| OpenCV | AVX2 |" in capsys.readouterr().out
+    if "AVX512" in found["native"]["ATen"]:  # an AVX-512 CPU: the caps take something away
+        assert found["native"]["numpy"] != "AVX2"
+    leaky = {"avx2": found["avx2"] | {"OpenCV": "AVX512-SKX", "MKL": "CNR AVX512"}}
+    assert simd.check_emulation(leaky) == ["OpenCV"]  # MKL's mode is shown, not checked
