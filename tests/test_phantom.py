@@ -376,7 +376,7 @@ SIMD_SIZES = {
 _spec = importlib.util.spec_from_file_location("simd", Path(__file__).parents[1] / "bench/simd.py")
 _simd = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(_simd)
-AVX2_MACHINE = _simd.SETTINGS["avx2"]
+AVX2_MACHINE = _simd.AVX2_MACHINE
 GENERATE = """
 import json, sys
 from cxrstn.runtime import configure_tools
