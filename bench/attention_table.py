@@ -1,8 +1,8 @@
 """Issue 33's table: how each ST setting of each DVC experiment frames the lungs and scores.
 
-    python bench/attention_table.py [--rev HEAD] [--json exps.json] [--settings stn stn_eq]
+    python bench/attention_table.py [--rev HEAD ...] [--json exps.json ...] [--settings stn stn_eq]
 
-Reads `dvc exp show --json` for the commit (or a file it wrote) and prints one markdown row
+Reads `dvc exp show --json` for each commit (or files it wrote) and prints one markdown row
 per experiment and ST setting: AUC (mean ± std over the folds) with its DeLong difference
 from the baseline and p, the difference from yolo, the window's IoU with the lung box and
 the share of the lung box it holds, Pearson r of its vertical centre and height with the
@@ -82,13 +82,22 @@ def row(name: str, data: dict, setting: str) -> dict | None:
     }
 
 
+def _metrics(data: dict) -> dict | None:
+    return ((data.get("metrics") or {}).get("reports/metrics.json") or {}).get("data")
+
+
 def rows(shown: list, settings=ST_SETTINGS) -> list[dict]:
-    """Rows for the committed run and each of its experiments, in `dvc exp show` order."""
-    found = []
+    """Rows for the committed runs and each of their experiments, in `dvc exp show` order.
+    A commit whose metrics equal an earlier one's (a commit that changed only docs) is the
+    same run: its experiments are shown, its own row once."""
+    found, seen = [], []
     for commit in shown:
         if commit["rev"] == "workspace":
             continue
-        runs = [(commit.get("name") or commit["rev"][:7], commit["data"])]
+        runs = []
+        if _metrics(commit["data"]) not in seen:
+            seen.append(_metrics(commit["data"]))
+            runs.append((commit.get("name") or commit["rev"][:7], commit["data"]))
         for experiment in commit.get("experiments") or []:
             revision = experiment["revs"][0]
             if revision.get("data"):
@@ -106,16 +115,23 @@ def markdown(table: list[dict]) -> str:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rev", default="HEAD", help="the commit whose experiments to show")
-    parser.add_argument("--json", type=Path, help="read this `dvc exp show --json` output instead")
+    parser.add_argument(
+        "--rev", nargs="+", default=["HEAD"], help="the commits whose experiments to show"
+    )
+    parser.add_argument(
+        "--json", nargs="+", type=Path, help="read these `dvc exp show --json` outputs instead"
+    )
     parser.add_argument("--settings", nargs="+", default=list(ST_SETTINGS))
     args = parser.parse_args(argv)
+    shown = []
     if args.json:
-        shown = json.loads(args.json.read_text())
+        for path in args.json:
+            shown += json.loads(path.read_text())
     else:
-        command = ["dvc", "exp", "show", "--json", "--rev", args.rev]
-        output = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, check=True)
-        shown = json.loads(output.stdout)
+        for rev in args.rev:
+            command = ["dvc", "exp", "show", "--json", "--rev", rev]
+            output = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, check=True)
+            shown += json.loads(output.stdout)
     print(markdown(rows(shown, args.settings)))
     return 0
 

@@ -67,3 +67,22 @@ def test_one_row_per_run_and_st_setting_with_the_slope_averaged_over_folds(tmp_p
     path = tmp_path / "exps.json"
     path.write_text(json.dumps(shown))
     assert attention_table.main(["--json", str(path), "--settings", "stn"]) == 0
+
+
+def test_a_docs_only_commit_shows_its_experiments_and_not_the_same_run_twice(tmp_path):
+    """Experiments queued on a commit that changed only docs hang off that commit: its own
+    row is the earlier commit's run, shown once; a commit with other metrics keeps its row."""
+    run = {"rev": "5e79430aaa", "data": _data(92.5, []), "experiments": []}
+    docs_only = {
+        "rev": "ff1e833bbb",
+        "data": _data(92.5, []),
+        "experiments": [{"revs": [{"rev": "45b7a68", "name": "nosc", "data": _data(90.0, [])}]}],
+    }
+    other = {"rev": "abcdef0ccc", "data": _data(93.0, []), "experiments": []}
+    first, second = tmp_path / "a.json", tmp_path / "b.json"
+    first.write_text(json.dumps([run]))
+    second.write_text(json.dumps([docs_only, other]))
+    shown = json.loads(first.read_text()) + json.loads(second.read_text())
+    names = [r["run"] for r in attention_table.rows(shown, ["stn"])]
+    assert names == ["5e79430", "nosc", "abcdef0"]
+    assert attention_table.main(["--json", str(first), str(second), "--settings", "stn"]) == 0
