@@ -18,6 +18,8 @@ import pandas as pd
 import pytest
 import yaml
 
+from cxrstn.settings import SETTINGS
+
 pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -170,16 +172,20 @@ def test_outputs_of_later_stages(project):
         "precision",
         "recall",
     }
-    for setting in ("baseline", "yolo", "stn"):
+    for setting in SETTINGS:
         for fold in FOLDS:
             run_dir = d / f"reports/runs/{setting}/fold{fold}"
             predictions = pd.read_csv(run_dir / "predictions.csv")
             assert set(predictions["split"]) == {"val", "test"}
             assert (d / f"models/{setting}/fold{fold}/model.pt").is_file()
     metrics = json.loads((d / "reports/metrics.json").read_text())
-    assert set(metrics) == {"baseline", "yolo", "stn", "paired"}
-    assert set(metrics["paired"]) == {"baseline_vs_stn", "baseline_vs_yolo", "yolo_vs_stn"}
-    for setting in (metrics[s] for s in ("baseline", "yolo", "stn")):
+    assert set(metrics) == {*SETTINGS, "paired"}
+    # DeLong's paired test for every pair of settings, once
+    assert len(metrics["paired"]) == len(SETTINGS) * (len(SETTINGS) - 1) // 2
+    assert {"baseline_vs_stn", "baseline_vs_yolo", "yolo_vs_stn", "stn_vs_stn_eq"} <= set(
+        metrics["paired"]
+    )
+    for setting in (metrics[s] for s in SETTINGS):
         rates = [setting[k]["mean"] for k in ("tp_rate", "fp_rate", "tn_rate", "fn_rate")]
         assert sum(rates) == pytest.approx(100, abs=0.01)
     html = (d / "reports/report.html").read_text()
@@ -193,7 +199,7 @@ def test_dvc_sees_the_curves_and_each_runs_metrics(project):
     assert {"Mean ROC over the test folds", "Mean precision-recall over the test folds"} <= set(
         plots
     )
-    for setting in ("baseline", "yolo", "stn"):
+    for setting in SETTINGS:
         curve = f"reports/runs/{setting}/fold0/live/plots/metrics/val/auc.tsv"
         assert curve in plots
     shown = json.loads(run(["dvc", "metrics", "show", "--json"], d, env))
@@ -202,7 +208,7 @@ def test_dvc_sees_the_curves_and_each_runs_metrics(project):
         set(files)
     )
     roc = pd.read_csv(d / "reports/plots/roc.csv")
-    assert list(roc.columns) == ["fpr", "baseline", "yolo", "stn"]
+    assert list(roc.columns) == ["fpr", *SETTINGS]
     assert roc["fpr"].iloc[0] == 0 and roc["fpr"].iloc[-1] == 100
 
 
