@@ -394,7 +394,7 @@ def build_parser() -> argparse.ArgumentParser:
     scorer.add_argument(
         "--setting", choices=SETTINGS, default="stn",
         help="which classifiers score (default: stn, the paper's; stn_eq: the equivariant "
-        "window, not in the paper)",
+        "window, not in the paper, trained by the params.attention.yaml profile)",
     )  # fmt: skip
     scorer.add_argument(
         "--fold", type=fold_choice, default=None, metavar="all|K",

@@ -24,7 +24,6 @@ from sklearn.metrics import (
 )
 
 from cxrstn.folds import fold_roles
-from cxrstn.settings import SETTINGS
 
 THRESHOLD_MODES = ("test", "val")
 GRID = np.linspace(0.0, 100.0, 201)
@@ -158,14 +157,6 @@ def run_metrics(predictions: pd.DataFrame, recall: float) -> list[dict]:
 
 def run_dir(runs_dir: str | Path, setting: str, fold: int) -> Path:
     return Path(runs_dir) / setting / f"fold{fold}"
-
-
-def available_settings(runs_dir: str | Path) -> list[str]:
-    """The settings with a run folder, in the paper's order; at least one is required."""
-    present = [s for s in SETTINGS if (Path(runs_dir) / s).is_dir()]
-    if not present:
-        raise FileNotFoundError(f"{runs_dir}: no runs of any setting {list(SETTINGS)}")
-    return present
 
 
 def load_runs(runs_dir: str | Path, settings: list[str], n_folds: int) -> dict:

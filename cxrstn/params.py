@@ -132,6 +132,7 @@ class Resize(Section):
 class Split(Section):
     folds: Annotated[int, Field(ge=3, description="a test, a validation and a training fold")]
     fold_ids: Annotated[list[Count], Field(min_length=1)]
+    stn_eq_fold_ids: list[Count]
     seed: Count
 
 
@@ -524,5 +525,12 @@ def _relations(params: dict, complete: bool) -> list[str]:
             problems.append(
                 f"split.fold_ids = {split['fold_ids']}: must be {expected} "
                 f"(0 .. split.folds - 1 = {split['folds'] - 1})"
+            )
+    if complete and {"fold_ids", "stn_eq_fold_ids"} <= split.keys():
+        chosen = list(split["stn_eq_fold_ids"])
+        if chosen and chosen != list(split["fold_ids"]):
+            problems.append(
+                f"split.stn_eq_fold_ids = {chosen}: must be [] (stn_eq left out) or "
+                f"split.fold_ids ({list(split['fold_ids'])}): a setting is evaluated on every fold"
             )
     return problems

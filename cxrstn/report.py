@@ -469,7 +469,8 @@ def setup_section(inputs: ReportInputs) -> tuple[str, str]:
     """What was run: data, settings, cross-validation, operating point, parameters."""
     params, labels = inputs.params, inputs.labels
     settings_run = list(dict.fromkeys(inputs.folds["setting"]))
-    not_run = [TITLES[s] for s in SETTINGS if s not in settings_run]
+    why = {"stn_eq": " (split.stn_eq_fold_ids is []: params.attention.yaml runs it)"}
+    not_run = [TITLES[s] + why.get(s, "") for s in SETTINGS if s not in settings_run]
     setup = [
         ("data.chexpert", params["data"]["chexpert"]),
         (
@@ -490,8 +491,9 @@ def setup_section(inputs: ReportInputs) -> tuple[str, str]:
             f"{inputs.threshold_on} fold",
         ),
     ]
-    for section in ("classifier", "stn", "stn_eq", "detector", "crop", "labels", "resize"):
-        if section in params:
+    sections = ("classifier", "stn", "stn_eq", "detector", "crop", "labels", "resize")
+    for section in sections:
+        if section in params and (section != "stn_eq" or section in settings_run):
             setup.append((section, _inline(params[section])))
     if inputs.stage_reports.get("detector") is None:
         setup.append(("thorax detector", "not run: no reports/detector.json"))

@@ -25,3 +25,11 @@ SHORT_NAMES = {
     "stn_eq": "STN, equivariant",
 }
 """Names in figure legends and titles."""
+
+
+def run_settings(params: dict) -> list[str]:
+    """The settings a run with these params trains and compares, in `SETTINGS` order: the
+    paper's three always, stn_eq only on the folds `split.stn_eq_fold_ids` lists (none by
+    default, every fold in params.attention.yaml). Read from the params, not from the runs
+    on disk: the runs of an earlier experiment stay there after its params are gone."""
+    return [s for s in SETTINGS if s != "stn_eq" or params["split"]["stn_eq_fold_ids"]]

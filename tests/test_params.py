@@ -9,6 +9,7 @@ import yaml
 
 from cxrstn.io import load_params
 from cxrstn.params import ParamsError, check_params
+from cxrstn.settings import SETTINGS, run_settings
 
 ROOT = Path(__file__).resolve().parents[1]
 PROFILES = sorted(p.name for p in ROOT.glob("params*.yaml"))  # params.paper.yaml, ...
@@ -84,6 +85,9 @@ def test_relations_between_keys():
         return problems[0]
 
     assert "fold_ids = [0, 1, 2, 3, 4]: must be [0, 1, 2]" in only(edited("split", "folds", 3))
+    some = only(edited("split", "stn_eq_fold_ids", [0, 1]))
+    assert "split.stn_eq_fold_ids = [0, 1]: must be [] (stn_eq left out) or split.fold_ids" in some
+    assert check_params(edited("split", "stn_eq_fold_ids", [0, 1, 2, 3, 4])) == []
     small = edited("classifier", "sample_size", params["classifier"]["input_size"] - 1)
     assert "classifier.sample_size" in only(small) and "at least classifier.input_size" in only(
         small
@@ -149,3 +153,9 @@ def test_every_stage_stops_on_bad_params_before_reading_data(stage, tmp_path, ru
     assert message.startswith("error: params.yaml: classifier.epochz: unknown key"), message
     assert message.count("\n") == 0
     assert sorted(p.name for p in tmp_path.iterdir()) == ["params.yaml"]  # nothing written
+
+
+def test_stn_eq_runs_only_where_its_folds_are_listed():
+    assert run_settings(profile()) == ["baseline", "yolo", "stn"]
+    assert run_settings(profile("params.attention.yaml")) == list(SETTINGS)
+    assert run_settings(profile("params.paper.yaml")) == ["baseline", "yolo", "stn"]
