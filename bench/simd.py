@@ -4,7 +4,7 @@ SIMD holds cost?
     python bench/simd.py [--rev REV] [--jobs N] [--keep DIR]
 
 On one machine, runs the data stages (phantom to crop), the detector (train_detector) and
-fold 0 of each setting's training stage (the settings of `cxrstn.settings.SETTINGS`)
+fold 0 of each setting's training stage (the settings the params train: `train_<setting>@0`)
 three ways, each in its own copy of the code (this working tree, or the committed files of
 `--rev`), every stage computed afresh in each way:
 
@@ -45,7 +45,6 @@ import contextlib
 import hashlib
 import json
 import os
-import runpy
 import shutil
 import subprocess
 import sys
@@ -159,6 +158,13 @@ def check_emulation(found: dict[str, dict[str, str]]) -> list[str]:
         for lib, isa in emulated.items()
         if lib != "MKL" and any(name in isa for name in AVX512_NAMES)
     ]
+
+
+def trained_settings(plan: dict[str, tuple[str, set[str]]]) -> list[str]:
+    """The settings whose fold-0 training stage the pipeline has (stn_eq only where
+    split.stn_eq_fold_ids lists folds), in the pipeline's order."""
+    fold0 = [s for s in plan if s.startswith("train_") and s.endswith("@0")]
+    return [s.removeprefix("train_").removesuffix("@0") for s in fold0]
 
 
 def outputs(settings: list[str]) -> dict[str, list[str]]:
@@ -379,7 +385,8 @@ def main() -> None:
         for dest in copies.values():
             copy_tree(dest, args.rev)
         first = copies["held"]
-        settings = list(runpy.run_path(str(first / "cxrstn" / "settings.py"))["SETTINGS"])
+        plan = pipeline(first)
+        settings = trained_settings(plan)
         jobs = args.jobs or default_jobs(load_params(first / "params.yaml"))
         code = args.rev or "the working tree"
         print(f"{code}: settings {settings}, {jobs} stages at once", flush=True)
@@ -387,7 +394,7 @@ def main() -> None:
         if leaks:
             sys.exit(f"the emulated AVX2 machine still runs AVX-512 in {leaks}: fix AVX2_MACHINE")
         started = time.perf_counter()
-        hashes, seconds = compare(copies, pipeline(first), outputs(settings), jobs)
+        hashes, seconds = compare(copies, plan, outputs(settings), jobs)
         print(f"\n{(time.perf_counter() - started) / 60:.1f} min")
         differ = report(hashes, seconds)
     sys.exit(f"differ between held and avx2: {differ}" if differ else 0)

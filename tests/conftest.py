@@ -5,6 +5,7 @@ from cxrstn.runtime import configure_tools
 
 configure_tools()
 
+import importlib.util
 import json
 import runpy
 import sys
@@ -21,6 +22,19 @@ from cxrstn.sources.chexpert import FINDINGS
 
 ROOT = Path(__file__).resolve().parents[1]
 REAL_SAMPLES = Path(__file__).resolve().parents[2] / "shared" / "real-samples"
+
+
+def load_bench(name: str):
+    """The script bench/<name>.py as a module (bench/ holds scripts, not a package). It is
+    registered under its name, so that pool workers find its functions, and bench/ is on
+    the path, so that it finds the scripts it imports."""
+    if str(ROOT / "bench") not in sys.path:
+        sys.path.insert(0, str(ROOT / "bench"))
+    spec = importlib.util.spec_from_file_location(name, ROOT / "bench" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
 
 
 @pytest.fixture

@@ -1,13 +1,12 @@
 """bench/attention_table.py: issue 33's table from `dvc exp show --json`."""
 
-import importlib.util
 import json
 from pathlib import Path
 
+from conftest import load_bench
+
 ROOT = Path(__file__).resolve().parents[1]
-spec = importlib.util.spec_from_file_location("attention_table", ROOT / "bench/attention_table.py")
-attention_table = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(attention_table)
+attention_table = load_bench("attention_table")
 
 
 def _data(auc: float, slopes: list[float], with_eq: bool = True) -> dict:

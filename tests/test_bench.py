@@ -13,6 +13,7 @@ import pytest
 import torch
 import xxhash
 import yaml
+from conftest import load_bench
 from PIL import Image
 
 from cxrstn.images import ImageStore, attach_rows, new_store, read_image, resize_square
@@ -21,11 +22,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def _bench():
-    spec = importlib.util.spec_from_file_location("bench", ROOT / "bench" / "bench.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["bench"] = module  # so that pool workers find its functions by name
-    spec.loader.exec_module(module)
-    return module
+    return load_bench("bench")
 
 
 def test_loader_comparison_runs_every_reader_on_the_same_files(tmp_path):
@@ -126,11 +123,7 @@ def test_gpu_bench_without_a_gpu_says_so():
 
 
 def _seeds():
-    sys.path.insert(0, str(ROOT / "bench"))
-    spec = importlib.util.spec_from_file_location("seeds", ROOT / "bench" / "seeds.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_bench("seeds")
 
 
 def _exp(seed: int, aucs: dict, name: str | None = None) -> dict:
@@ -214,22 +207,22 @@ def test_seed_study_stops_with_one_line_before_cloning_when_git_has_no_identity(
 
 
 def _simd():
-    spec = importlib.util.spec_from_file_location("simd", ROOT / "bench" / "simd.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_bench("simd")
 
 
 def test_simd_bench_runs_the_data_stages_the_detector_and_fold_0_of_each_setting():
-    from cxrstn.settings import SETTINGS
+    from cxrstn.io import load_params
+    from cxrstn.settings import run_settings
 
     simd = _simd()
     plan = simd.pipeline(ROOT)
-    wanted = simd.outputs(list(SETTINGS))
+    settings = simd.trained_settings(plan)
+    assert settings == run_settings(load_params(ROOT / "params.yaml"))
+    wanted = simd.outputs(settings)
     ran = simd.needed(list(wanted), {s: up for s, (_, up) in plan.items()})
-    assert ran == set(simd.DATA_OUTPUTS) | {f"train_{s}@0" for s in SETTINGS}
+    assert ran == set(simd.DATA_OUTPUTS) | {f"train_{s}@0" for s in settings}
     assert plan["train_detector"][0] == "python stages/train_detector.py"
-    for setting in SETTINGS:
+    for setting in settings:
         assert wanted[f"train_{setting}@0"][:2] == [
             f"models/{setting}/fold0/model.pt",
             f"reports/runs/{setting}/fold0/predictions.csv",

@@ -12,7 +12,6 @@ diagrams or synopses and are not run.
 from __future__ import annotations
 
 import functools
-import importlib.util
 import os
 import re
 import shlex
@@ -22,6 +21,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from conftest import load_bench
 
 from cxrstn.io import flatten
 
@@ -162,10 +162,7 @@ LINK = re.compile(r"\]\(([^)#\s]+)(?:#[^)]*)?\)")
 
 
 def overview_script():
-    spec = importlib.util.spec_from_file_location("overview", ROOT / "bench" / "overview_figure.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_bench("overview_figure")
 
 
 def test_every_relative_link_resolves():

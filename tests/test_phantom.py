@@ -2,7 +2,6 @@
 label frequencies of the paper's Table I, determinism for any worker count."""
 
 import hashlib
-import importlib.util
 import json
 import os
 import re
@@ -13,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import load_bench
 from PIL import Image
 
 from cxrstn.images import read_image
@@ -373,9 +373,7 @@ SIMD_SIZES = {
 }
 # An AVX2 machine, emulated as bench/simd.py does: every library that dispatches on the CPU
 # held to AVX2.
-_spec = importlib.util.spec_from_file_location("simd", Path(__file__).parents[1] / "bench/simd.py")
-_simd = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(_simd)
+_simd = load_bench("simd")
 AVX2_MACHINE = _simd.AVX2_MACHINE
 GENERATE = """
 import json, sys
