@@ -17,7 +17,8 @@ Why these flags: without `--wait-for-lock` a process gives up on the repo lock a
 pipeline or hash outputs) fails after its work is done; `--single-item` keeps each
 process from re-checking its upstream stages, which another process may be writing.
 Among the stages ready to start, the one with the most stages downstream goes first
-(the detector before the classifiers that do not need it), so the long chains start early.
+(the detector before the classifiers that do not need it), so the long chains start early;
+a stage that needs more cores than are free waits for them, and nothing starts before it.
 Each stage's output goes to `.cache/parallel/<stage>.log`.
 """
 
@@ -25,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import math
 import os
 import subprocess
 import sys
@@ -80,12 +82,25 @@ def default_jobs(params: dict, cores: int | None = None) -> int:
     stage uses (`train.threads`; 0 means all cores). The default profile trains with one
     thread per stage, so every core runs a stage: measured on a 2-core machine, two
     single-threaded runs side by side finished in the time of one two-threaded run
-    (docs/performance.md). The detector is one stage among the many training ones; its own
-    `detector.threads` share the cores with the stages beside it (measured: its second
-    thread slowed the classifiers trained beside it by nothing measurable)."""
+    (docs/performance.md)."""
     cores = cores or os.cpu_count() or 1
     threads = int(params["train"].get("threads") or cores)
     return max(1, cores // threads)
+
+
+def slots_of(stage: str, params: dict, jobs: int, cores: int | None = None) -> int:
+    """How many of the `jobs` slots `stage` takes. A slot is the cores of one training
+    stage (`train.threads`); the detector trains with `detector.threads` and takes the
+    slots those fill, so the default's two-thread detector runs alone on 2 cores. Beside a
+    one-thread classifier it took 335-365 s against 147 s alone (the classifier hardly
+    slowed), a minute or more of the whole run (docs/performance.md). Every other stage
+    takes one slot."""
+    if stage != "train_detector":
+        return 1
+    cores = cores or os.cpu_count() or 1
+    per_slot = int(params["train"].get("threads") or cores)
+    threads = int(params["detector"].get("threads") or cores)
+    return max(1, min(jobs, math.ceil(threads / per_slot)))
 
 
 def run_parallel(
@@ -94,11 +109,13 @@ def run_parallel(
     root: str | os.PathLike = ".",
     log_dir: str | os.PathLike | None = None,
     gpus: list[str] | None = None,
+    params: dict | None = None,
 ) -> dict[str, dict]:
     """Reproduce the pipeline (or `targets` and their upstream) with up to `jobs` stages at once.
 
-    With `gpus` (CUDA device ids), `jobs` is their number and each stage runs with
-    CUDA_VISIBLE_DEVICES set to a GPU no other running stage holds (one run per GPU).
+    With `params`, a stage takes the slots `slots_of` gives it, `jobs` in all; without,
+    one each. With `gpus` (CUDA device ids), `jobs` is their number and each stage runs
+    with CUDA_VISIBLE_DEVICES set to a GPU no other running stage holds (one run per GPU).
 
     Returns per stage `{"ran": bool, "seconds": float}` in finishing order. Raises
     RuntimeError naming the failed stage and its log when a stage fails (stages already
@@ -126,12 +143,13 @@ def run_parallel(
     failed: list[str] = []
     running: dict[str, tuple[subprocess.Popen, float, Path, str | None]] = {}
     results: dict[str, dict] = {}
+    slots = {s: slots_of(s, params, jobs) if params and not gpus else 1 for s in order}
     while sorter.is_active():
         if not failed:
             ready.extend(sorter.get_ready())
             for stage in by_priority(ready, order, priority):
-                if len(running) >= jobs:
-                    break
+                if sum(slots[s] for s in running) + slots[stage] > jobs:
+                    break  # the first in line waits for its slots; nothing overtakes it
                 log = log_dir / f"{stage.replace('@', '-')}.log"
                 gpu = free_gpus.pop(0) if gpus else None
                 env = os.environ | ({"CUDA_VISIBLE_DEVICES": gpu} if gpus else {})
@@ -184,10 +202,11 @@ def main() -> None:
     parser.add_argument("targets", nargs="*", help="stages to reproduce (default: all)")
     args = parser.parse_args()
     gpus = args.gpus.split(",") if args.gpus else None
-    jobs = len(gpus) if gpus else (args.jobs or default_jobs(load_params()))
+    params = load_params()
+    jobs = len(gpus) if gpus else (args.jobs or default_jobs(params))
     started = time.perf_counter()
     try:
-        results = run_parallel(jobs, args.targets or None, gpus=gpus)
+        results = run_parallel(jobs, args.targets or None, gpus=gpus, params=params)
     except (RuntimeError, ValueError) as error:
         sys.exit(f"repro: {error}")
     ran = sum(r["ran"] for r in results.values())

@@ -15,7 +15,14 @@ import torch
 import yaml
 
 from cxrstn.io import load_params
-from cxrstn.parallel import by_priority, default_jobs, downstream_counts, needed, run_parallel
+from cxrstn.parallel import (
+    by_priority,
+    default_jobs,
+    downstream_counts,
+    needed,
+    run_parallel,
+    slots_of,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -58,6 +65,67 @@ def test_a_cycle_is_refused_before_anything_starts(tmp_path, monkeypatch):
     monkeypatch.setattr(cxrstn.parallel.subprocess, "Popen", None)  # nothing may start
     with pytest.raises(CycleError):
         run_parallel(1, root=tmp_path)
+
+
+def test_the_detector_takes_the_slots_its_threads_fill():
+    def params(train, detector):
+        return {"train": {"threads": train}, "detector": {"threads": detector}}
+
+    shipped = load_params(ROOT / "params.yaml")
+    assert slots_of("train_detector", shipped, jobs=2, cores=2) == 2  # alone on 2 cores
+    assert slots_of("train_detector", shipped, jobs=16, cores=16) == 2
+    assert slots_of("train_baseline@0", shipped, jobs=2, cores=2) == 1
+    assert slots_of("train_detector", params(1, 0), jobs=4, cores=4) == 4  # 0 = all cores
+    assert slots_of("train_detector", params(2, 2), jobs=2, cores=4) == 1
+    assert slots_of("train_detector", params(1, 8), jobs=2, cores=8) == 2  # at most all
+
+
+class _FakeProcess:
+    """A stage that ends on its third poll, and the stages running beside it when it began."""
+
+    running: set = set()
+    beside: dict = {}
+
+    def __init__(self, command, cwd, env, stdout, stderr):
+        self.stage, self.polls, self.returncode = command[-1], 0, None
+        _FakeProcess.beside[self.stage] = set(_FakeProcess.running)
+        _FakeProcess.running.add(self.stage)
+        stdout.write(f"Running stage '{self.stage}'")
+
+    def poll(self):
+        self.polls += 1
+        if self.polls < 3:
+            return None
+        _FakeProcess.running.discard(self.stage)
+        self.returncode = 0
+        return 0
+
+
+def test_a_wide_stage_runs_alone_and_nothing_overtakes_it(tmp_path, monkeypatch):
+    import cxrstn.parallel
+
+    # data -> train_detector (2 slots) -> crop; data -> x, y (one slot each)
+    upstream = {
+        "data": set(),
+        "train_detector": {"data"},
+        "crop": {"train_detector"},
+        "x": {"data"},
+        "y": {"data"},
+    }
+    order = list(upstream)
+    monkeypatch.setattr(cxrstn.parallel, "stage_graph", lambda root: (order, upstream))
+    monkeypatch.setattr(cxrstn.parallel.subprocess, "Popen", _FakeProcess)
+    monkeypatch.setattr(cxrstn.parallel.time, "sleep", lambda seconds: None)
+    _FakeProcess.running, _FakeProcess.beside = set(), {}
+    params = {"train": {"threads": 1}, "detector": {"threads": 2}}
+    results = run_parallel(2, root=tmp_path, params=params)
+    assert set(results) == set(upstream) and all(r["ran"] for r in results.values())
+    assert _FakeProcess.beside["train_detector"] == set()  # alone: it has most downstream
+    assert "train_detector" not in _FakeProcess.beside["x"] | _FakeProcess.beside["y"]
+    # without params every stage takes one slot: x starts beside the detector
+    _FakeProcess.running, _FakeProcess.beside = set(), {}
+    run_parallel(2, root=tmp_path)
+    assert _FakeProcess.beside["x"] == {"train_detector"}
 
 
 # ---- through DVC ---------------------------------------------------------------------------
