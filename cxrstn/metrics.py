@@ -24,6 +24,7 @@ from sklearn.metrics import (
 )
 
 from cxrstn.folds import fold_roles
+from cxrstn.settings import run_settings
 
 THRESHOLD_MODES = ("test", "val")
 GRID = np.linspace(0.0, 100.0, 201)
@@ -157,6 +158,17 @@ def run_metrics(predictions: pd.DataFrame, recall: float) -> list[dict]:
 
 def run_dir(runs_dir: str | Path, setting: str, fold: int) -> Path:
     return Path(runs_dir) / setting / f"fold{fold}"
+
+
+def compared_settings(params: dict, runs_dir: str | Path) -> list[str]:
+    """The settings the params train (`run_settings`) that have a run folder, in the paper's
+    order; at least one is required. A missing folder leaves its setting out (stages run by
+    hand, without the detector); the folders of a setting the params do not train, which
+    an earlier experiment leaves on disk, are never read."""
+    present = [s for s in run_settings(params) if (Path(runs_dir) / s).is_dir()]
+    if not present:
+        raise FileNotFoundError(f"{runs_dir}: no runs of any setting {run_settings(params)}")
+    return present
 
 
 def load_runs(runs_dir: str | Path, settings: list[str], n_folds: int) -> dict:

@@ -24,6 +24,7 @@ from cxrstn.io import load_params, write_csv, write_json
 from cxrstn.metrics import (
     check_roles,
     check_same_test_images,
+    compared_settings,
     curve_points,
     fold_table,
     load_runs,
@@ -32,7 +33,7 @@ from cxrstn.metrics import (
     summary,
 )
 from cxrstn.roi import phantom_lung_boxes, roi_summary, roi_table
-from cxrstn.settings import run_settings
+from cxrstn.settings import SETTINGS, run_settings
 from cxrstn.stats import comparison_metrics, comparison_table
 
 RUNS_DIR = "reports/runs"
@@ -77,9 +78,12 @@ def main() -> None:
     recall = float(params["eval"]["recall"])
     threshold_on = params["eval"]["threshold_on"]
 
-    settings = run_settings(params)
-    if "stn_eq" not in settings:
-        print("evaluate: stn_eq not run: split.stn_eq_fold_ids is [] (params.attention.yaml)")
+    settings = compared_settings(params, RUNS_DIR)
+    for setting in SETTINGS:
+        if setting not in run_settings(params):
+            print(f"evaluate: {setting} left out: split.{setting}_fold_ids is []")
+        elif setting not in settings:
+            print(f"evaluate: {RUNS_DIR}/{setting} does not exist: setting {setting} left out")
     runs = load_runs(RUNS_DIR, settings, n_folds)
     folds_csv = pd.read_csv("data/folds.csv")
     check_roles(runs, folds_csv, n_folds)

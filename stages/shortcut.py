@@ -26,8 +26,7 @@ import torch
 from cxrstn.device import choose_device
 from cxrstn.images import ImageStore
 from cxrstn.io import load_params, write_csv, write_json
-from cxrstn.metrics import load_runs
-from cxrstn.settings import run_settings
+from cxrstn.metrics import compared_settings, load_runs
 from cxrstn.shortcut import (
     add_decisions,
     check_reproduced,
@@ -63,7 +62,7 @@ COLUMNS = [
 def main() -> None:
     params = load_params()
     n_folds, size = int(params["split"]["folds"]), int(params["resize"]["size"])
-    settings = run_settings(params)
+    settings = compared_settings(params, RUNS_DIR)
     if not is_phantom(params["data"]["chexpert"], PHANTOM_DIR):
         print(
             f"shortcut: skipped: data.chexpert ({params['data']['chexpert']}) is not the "

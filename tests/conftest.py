@@ -175,6 +175,8 @@ def build_project(
     )
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
     params["split"]["folds"] = n_folds
+    params["split"]["fold_ids"] = list(range(n_folds))
+    params["split"]["stn_eq_fold_ids"] = list(range(n_folds)) if "stn_eq" in settings else []
     params.setdefault("report", {})["roi_examples"] = 4
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
 

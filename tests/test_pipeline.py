@@ -1,8 +1,8 @@
 """End to end: the DVC pipeline on a tiny phantom, in a throw-away copy of the project.
 
-One run of the whole pipeline feeds every assertion (fresh repro, no-op repro, and an
-experiment that changes one STN parameter), so the DVC behaviour users rely on is tested
-through DVC itself.
+One run of the whole pipeline, with every setting (stn_eq included, as the attention profile
+runs it), feeds every assertion (fresh repro, no-op repro, and experiments that change one
+parameter each), so the DVC behaviour users rely on is tested through DVC itself.
 """
 
 import json
@@ -46,8 +46,9 @@ TINY = {
         "workers": 1,
     },
     "resize": {"size": 64, "workers": 1},
-    # Three folds: the fold count is a parameter, and a smaller run is a faster test.
-    "split": {"folds": 3, "fold_ids": [0, 1, 2]},
+    # Three folds: the fold count is a parameter, and a smaller run is a faster test. And
+    # stn_eq on each, as params.attention.yaml runs it: every setting, end to end.
+    "split": {"folds": 3, "fold_ids": [0, 1, 2], "stn_eq_fold_ids": [0, 1, 2]},
     "detector": {"epochs": 1, "imgsz": 64, "batch": 4, "nbs": 4},
     # A one-epoch detector is not confident: keep low-confidence images whole.
     "crop": {"low_conf": "full", "batch": 16},
@@ -239,3 +240,17 @@ def test_crop_threshold_reruns_only_the_crop_and_what_uses_it(project):
     expected = {"crop"} | (YOLO_RUNS | {"evaluate"} if images_changed else set())
     expected |= {"shortcut", "report"} if images_changed or table_changed else set()
     assert ran_stages(log) == expected
+
+
+def test_the_default_run_leaves_stn_eq_out_and_reruns_only_what_compares(project):
+    d, env = project["dir"], project["env"]
+    log = run(["dvc", "exp", "run", "-S", "split.stn_eq_fold_ids=[]"], d, env)
+    assert ran_stages(log) == {"evaluate", "shortcut", "report"}
+    three = ["baseline", "yolo", "stn"]
+    metrics = json.loads((d / "reports/metrics.json").read_text())
+    assert set(metrics) == {*three, "paired"}
+    assert set(metrics["paired"]) == {"baseline_vs_stn", "baseline_vs_yolo", "yolo_vs_stn"}
+    assert list(pd.read_csv(d / "reports/plots/roc.csv").columns) == ["fpr", *three]
+    assert set(json.loads((d / "reports/shortcut.json").read_text())) == set(three)
+    html = (d / "reports/report.html").read_text()
+    assert "split.stn_eq_fold_ids is []: params.attention.yaml runs it" in html
