@@ -91,10 +91,11 @@ def default_jobs(params: dict, cores: int | None = None) -> int:
 def slots_of(stage: str, params: dict, jobs: int, cores: int | None = None) -> int:
     """How many of the `jobs` slots `stage` takes. A slot is the cores of one training
     stage (`train.threads`); the detector trains with `detector.threads` and takes the
-    slots those fill, so the default's two-thread detector runs alone on 2 cores. Beside a
-    one-thread classifier it took 335-365 s against 147 s alone (the classifier hardly
-    slowed), a minute or more of the whole run (docs/performance.md). Every other stage
-    takes one slot."""
+    slots those fill, so the default's two-thread detector runs alone on 2 cores, as it
+    does under `dvc repro`. Beside a one-thread classifier it took 335-365 s against
+    147-169 s alone, so its three threads on two cores cost more core time than its two
+    alone: the fresh default run took 715 s instead of 728 (docs/performance.md). Every
+    other stage takes one slot."""
     if stage != "train_detector":
         return 1
     cores = cores or os.cpu_count() or 1
