@@ -6,16 +6,16 @@ Every number the README and docs/results.md quote from the default run sits betw
 markers, `<!-- NUMBERS:<name>:BEGIN ... -->` and `<!-- NUMBERS:<name>:END -->`, and is
 written here from one run's files: `reports/metrics.json` (Table II, the paired tests,
 where each setting looks), `reports/table2.md` (the report's own rounding of the same
-cells), `reports/runs/<setting>/fold<k>/` (each run's training) and `reports/report.html`
-(the CPU it ran on, and the ROC and ROI figures that `docs/figures/overview.png`, the
-README's picture, is composed of). With Chromium installed it also keeps the report's
+cells, and the CPU the run was made on), `reports/runs/<setting>/fold<k>/` (each run's
+training) and `reports/report.html` (the ROC and ROI figures that
+`docs/figures/overview.png`, the README's picture, is composed of). With Chromium installed it also keeps the report's
 first screen as `docs/figures/report.png`. So the README's figure, its Table II and
 docs/results.md's all come from the same run, and `tests/test_numbers.py` checks each
 cell against `reports/metrics.json`.
 
 Run it after a default `dvc repro` (or `make repro`) has written reports/, and commit the
-refilled pages and figures with that run's reports/ (metrics, table2.md and report.html
-are all in git). The sentences it writes are chosen by the numbers (a difference with
+refilled pages and figures with that run's reports/ (metrics and table2.md are in git;
+report.html, 2.6 MB, is a DVC output like the figures). The sentences it writes are chosen by the numbers (a difference with
 DeLong p >= 0.05 is "within chance"; a window whose centre and height correlate with the
 lung box's at r < 0.5 is "no per-image window"), so they stay true when the numbers move.
 """
@@ -156,9 +156,11 @@ def runs_of(root: Path) -> dict[tuple[str, int], dict]:
     return runs
 
 
-def machine(report_html: str) -> str | None:
-    """'<CPU model>, <n> cores[, <GPU>]' from the report's provenance (None when absent)."""
-    match = re.search(r"this machine: ([^<]*)</td>", report_html)
+def machine(text: str) -> str | None:
+    """'<CPU model>, <n> cores[, <GPU>]' from the line the report stage writes into
+    reports/table2.md's notes and its HTML provenance, "this machine: <os>, <cpu>, <n> CPU
+    cores, <GPU>" (None when absent)."""
+    match = re.search(r"this machine: ([^<\n]*?)\.?(?:</td>|$)", text, re.MULTILINE)
     if not match:
         return None
     parts = [p.strip() for p in html_lib.unescape(match[1]).split(",")]
@@ -585,9 +587,9 @@ def load_run(root: str | os.PathLike = ".", machine_text: str | None = None) -> 
     if not runs:
         raise FileNotFoundError(f"{root / 'reports/runs'}: no run's metrics.json")
     params = yaml.safe_load((root / "params.yaml").read_text())
-    report, table2 = root / REPORT, root / TABLE2
-    if report.is_file():
-        machine_text = machine(report.read_text()) or machine_text
+    table2 = root / TABLE2
+    if table2.is_file():  # in git, unlike report.html (a DVC output): a fresh clone has it
+        machine_text = machine(table2.read_text()) or machine_text
     return Run(
         metrics=load_metrics(root),
         runs=runs,
@@ -628,7 +630,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--root", type=Path, default=Path(), help="the project folder")
     parser.add_argument(
         "--machine",
-        help="the CPU the run was made on, when reports/report.html (which records it) is absent",
+        help="the CPU the run was made on, when reports/table2.md (which records it) does not",
     )
     args = parser.parse_args(argv)
     try:

@@ -26,6 +26,7 @@ from cxrstn.figures import (
 from cxrstn.images import ImageStore
 from cxrstn.io import atomic_path, load_params, read_json, write_csv
 from cxrstn.metrics import called_abnormal, finding_analysis, load_runs, run_dir, summary
+from cxrstn.provenance import device_description
 from cxrstn.report import (
     STAGE_REPORTS,
     ReportInputs,
@@ -65,7 +66,8 @@ def main() -> None:
     stage_reports = {name: read_optional_json(f"reports/{name}.json") for name in STAGE_REPORTS}
 
     with atomic_path("reports/table2.md") as tmp:
-        notes = tuple(note for note in [without_crop_note(run_info)] if note)
+        made_on = f"Made with {device_description(params['train']['device'])}."
+        notes = tuple(note for note in [without_crop_note(run_info), made_on] if note)
         tmp.write_text(table2_markdown(folds, threshold_on, recall, n_folds, notes))
 
     metrics = summary(folds, threshold_on)

@@ -1,15 +1,16 @@
-"""The default run's report, opened as a reader opens it: in a browser, offline.
+"""Reports opened as a reader opens them: in a browser, offline.
 
-`reports/report.html` is tracked in git (`cache: false` in dvc.yaml, 2.5 MB), so CI on a
-fresh clone opens the committed run's report, the one the README quotes. Headless
-Chromium (Debian's `chromium`, which `.ci/run` installs) loads it with every request
-that would leave the file failed and recorded (`cxrstn.browser`); the test checks that
-none was made, that every image decodes at the size of the PNG it embeds, and that
-Table II's cells, as the browser renders them, are `reports/metrics.json`'s. It saves
-the first screen as a PNG; `make docs-numbers` keeps a copy in docs/figures/report.png.
+Headless Chromium (Debian's `chromium`, which `.ci/run` installs) loads a report with
+every request that would leave the file failed and recorded (`cxrstn.browser`); the test
+checks that none was made, that every image decodes at the size of the PNG it embeds, and
+that Table II's cells, as the browser renders them, are the run's `reports/metrics.json`.
+It does so on a report the report stage writes for the made-up project of
+tests/conftest.py (every setting; CI, on a fresh clone, runs it) and on the default run's
+`reports/report.html`, a DVC output, where `dvc repro` or `dvc pull` has written it. It
+saves the first screen as a PNG; `make docs-numbers` keeps a copy in docs/figures/report.png.
 
-Without Chromium the test skips with the reason on a developer's machine and fails in CI
-(where `CI` is set), so CI can never pass it by skipping.
+Without Chromium the tests skip with the reason on a developer's machine and fail in CI
+(where `CI` is set), so CI can never pass them by skipping.
 """
 
 from __future__ import annotations
@@ -47,22 +48,38 @@ def table2_rows(page) -> list[list[str]]:
     return table["rows"]
 
 
-def test_the_committed_report_opens_offline_whole_and_right(chromium, tmp_path):
-    assert REPORT.is_file(), "reports/report.html is tracked in git: commit it with the run"
-    html = REPORT.read_text()
-    page = visit(REPORT, screenshot=tmp_path / "first_screen.png", width=WIDTH, height=HEIGHT)
+def check_opens_offline_whole_and_right(report: Path, shots: Path) -> None:
+    """The report at `report` (its metrics.json beside it) as the browser shows it."""
+    html = report.read_text()
+    page = visit(report, screenshot=shots / "first_screen.png", width=WIDTH, height=HEIGHT)
 
     assert page.title.startswith("Chest X-ray triage")
-    assert page.requests and page.requests[0] == REPORT.resolve().as_uri()
+    assert page.requests and page.requests[0] == report.resolve().as_uri()
     assert page.offsite() == [] and page.blocked == []
     assert len(page.images) >= 6
     assert image_problems(page, html) == []
-    metrics = json.loads((ROOT / "reports" / "metrics.json").read_text())
+    metrics = json.loads((report.parent / "metrics.json").read_text())
     assert report_table_mismatches(table2_rows(page), metrics) == []
 
     shot = page.screenshot.read_bytes()
     assert png_size(shot) == (WIDTH, HEIGHT)
     assert len(shot) < 1_000_000
+
+
+def test_a_written_report_opens_offline_whole_and_right(
+    chromium, tmp_path, make_project, run_stage
+):
+    project = tmp_path / "project"
+    make_project(project)
+    run_stage("evaluate", project)
+    run_stage("report", project)
+    check_opens_offline_whole_and_right(project / "reports" / "report.html", tmp_path)
+
+
+def test_the_default_runs_report_opens_offline_whole_and_right(chromium, tmp_path):
+    if not REPORT.is_file():
+        pytest.skip("reports/report.html is a DVC output: `dvc repro` or `dvc pull` writes it")
+    check_opens_offline_whole_and_right(REPORT, tmp_path)
 
 
 def test_the_kept_screenshot_is_a_first_screen_under_a_megabyte():
