@@ -8,16 +8,17 @@ written here from one run's files: `reports/metrics.json` (Table II, the paired 
 where each setting looks), `reports/table2.md` (the report's own rounding of the same
 cells, and the CPU the run was made on), `reports/runs/<setting>/fold<k>/` (each run's
 training) and `reports/report.html` (the ROC and ROI figures that
-`docs/figures/overview.png`, the README's picture, is composed of). With Chromium installed it also keeps the report's
-first screen as `docs/figures/report.png`. So the README's figure, its Table II and
-docs/results.md's all come from the same run, and `tests/test_numbers.py` checks each
-cell against `reports/metrics.json`.
+`docs/figures/overview.png`, the README's picture, is composed of). With Chromium installed
+it also keeps the report's first screen as `docs/figures/report.png`. So the README's
+figure, its Table II and docs/results.md's all come from the same run, and
+`tests/test_numbers.py` checks each cell against `reports/metrics.json`.
 
 Run it after a default `dvc repro` (or `make repro`) has written reports/, and commit the
 refilled pages and figures with that run's reports/ (metrics and table2.md are in git;
-report.html, 2.6 MB, is a DVC output like the figures). The sentences it writes are chosen by the numbers (a difference with
-DeLong p >= 0.05 is "within chance"; a window whose centre and height correlate with the
-lung box's at r < 0.5 is "no per-image window"), so they stay true when the numbers move.
+report.html, 2.6 MB, is a DVC output like the figures). The sentences it writes are chosen
+by the numbers (a difference with DeLong p >= 0.05 is "within chance"; a window whose
+centre and height correlate with the lung box's at r < 0.5 is "no per-image window"), so
+they stay true when the numbers move.
 """
 
 from __future__ import annotations

@@ -496,9 +496,10 @@ def setup_section(inputs: ReportInputs) -> tuple[str, str]:
             f"{inputs.threshold_on} fold",
         ),
     ]
+    # a section named after a setting (stn, stn_eq) only when that setting ran
     sections = ("classifier", "stn", "stn_eq", "detector", "crop", "labels", "resize")
     for section in sections:
-        if section in params and (section != "stn_eq" or section in settings_run):
+        if section in params and (section not in SETTINGS or section in settings_run):
             setup.append((section, _inline(params[section])))
     if inputs.stage_reports.get("detector") is None:
         setup.append(("thorax detector", "not run: no reports/detector.json"))
